@@ -1,0 +1,1 @@
+"""WeChat Official Account: callback, async API client, family binding, alerts."""

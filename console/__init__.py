@@ -1,0 +1,1 @@
+"""Staff web console and JSON API (aiohttp + Jinja2)."""

@@ -1,0 +1,1 @@
+"""Visit policy (pure), surge events, planner and the durable dispatch queue."""

@@ -1,0 +1,1 @@
+"""Composition root: settings (the only place the environment is read), CLI, app assembly."""
