@@ -1,0 +1,8 @@
+"""All models, imported here so ``Base.metadata`` is complete (migrations and tests rely on it)."""
+
+from storage.models.base import Base
+from storage.models.elder import Contact, Elder, ElderPhone, Profile
+from storage.models.region import Region
+from storage.models.staff import Staff
+
+__all__ = ["Base", "Contact", "Elder", "ElderPhone", "Profile", "Region", "Staff"]

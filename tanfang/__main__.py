@@ -1,0 +1,5 @@
+import sys
+
+from tanfang.cli import main
+
+sys.exit(main())

