@@ -1,8 +1,9 @@
 """All models, imported here so ``Base.metadata`` is complete (migrations and tests rely on it)."""
 
 from storage.models.base import Base
+from storage.models.checkin import CallAttempt, CheckIn, CheckInTransition
 from storage.models.elder import Contact, Elder, ElderPhone, Profile
 from storage.models.region import Region
 from storage.models.staff import Staff
 
-__all__ = ["Base", "Contact", "Elder", "ElderPhone", "Profile", "Region", "Staff"]
+__all__ = ["Base", "CallAttempt", "CheckIn", "CheckInTransition", "Contact", "Elder", "ElderPhone", "Profile", "Region", "Staff"]

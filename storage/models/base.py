@@ -81,7 +81,7 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {  # noqa: RUF012
+    type_annotation_map = {
         datetime: UTCDateTime(),
         dict[str, Any]: JSON(),
         list[str]: JSON(),
