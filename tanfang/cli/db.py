@@ -9,7 +9,7 @@ from storage.migrate import current_revisions, head_revisions, upgrade
 from tanfang.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("db", help="数据库：迁移到最新结构 / 查看版本")
     dsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     up = dsub.add_parser("upgrade", help="运行数据库迁移（可重复运行）")

@@ -16,7 +16,7 @@ from tanfang.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="启动服务（控制台、接口、调度、拨号）")
     p.add_argument("--role", choices=["all", "api", "planner", "dialer"], default="all")
     p.add_argument("--host", default=None, help="监听地址（默认取 TANFANG_HOST）")
