@@ -5,5 +5,6 @@ from storage.models.checkin import CallAttempt, CheckIn, CheckInTransition
 from storage.models.elder import Contact, Elder, ElderPhone, Profile
 from storage.models.region import Region
 from storage.models.staff import Staff
+from storage.models.wechat import WechatBinding, WechatBindingCode, WechatConversation, WechatDedup, WechatFollower, WechatToken  # noqa: F401
 
 __all__ = ["Base", "CallAttempt", "CheckIn", "CheckInTransition", "Contact", "Elder", "ElderPhone", "Profile", "Region", "Staff"]
