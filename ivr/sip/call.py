@@ -261,7 +261,7 @@ class Call:
             return
 
     async def _run_cancel(self, cancel: SipRequest, dest: tuple[str, int]) -> None:
-        await self._ua.send_request(cancel, dest, authenticate=False)
+        await self._ua.send_request(cancel, dest, authenticate=False, keep_via=True)
 
     def _finish_unanswered(self, outcome: CallResult, status: int | None, reason: str) -> None:
         self.outcome = outcome

@@ -21,6 +21,19 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[SipRequest | SipResponse, tuple[str, int]], None]
 
 
+class _UdpReceiver(asyncio.DatagramProtocol):
+    """Feeds datagrams to aiosipua's parser/dispatcher (its own protocol asserts on the transport type)."""
+
+    def __init__(self, owner: UdpSipTransport) -> None:
+        self._owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._owner._dispatch(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("SIP UDP socket error: %s", exc, extra={"action": "sip_udp_error"})
+
+
 class SipTransportError(Exception):
     """A message could not be sent (connection refused, reset, socket closed)."""
 
@@ -48,9 +61,11 @@ class SipTransport:
     async def start(self) -> None:
         if self.kind is TransportKind.UDP:
             self._udp = UdpSipTransport(local_addr=(self.host, self.port), on_message=self._safe_handler)
-            await self._udp.start()
-            assert self._udp._udp_transport is not None
-            self.port = int(self._udp._udp_transport.get_extra_info("sockname")[1])
+            loop = asyncio.get_running_loop()
+            udp_transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpReceiver(self._udp), local_addr=(self.host, self.port))  # type: ignore[arg-type]
+            self._udp._udp_transport = udp_transport
+            self.port = int(udp_transport.get_extra_info("sockname")[1])
         else:
             self._tcp = TcpSipTransport(local_addr=(self.host, self.port), on_message=self._safe_handler)
             await self._tcp.start()

@@ -154,12 +154,17 @@ class UserAgent:
 
     # ---- requests we send ------------------------------------------------------------------
     async def send_request(self, req: SipRequest, dest: tuple[str, int], *, dialog: Dialog | None = None,
-                           authenticate: bool = True, timeout_s: float | None = None) -> SipResponse | None:
-        """Run a non-INVITE client transaction, answering one 401/407; ``None`` on timeout."""
+                           authenticate: bool = True, timeout_s: float | None = None,
+                           keep_via: bool = False) -> SipResponse | None:
+        """Run a non-INVITE client transaction, answering one 401/407; ``None`` on timeout.
+
+        ``keep_via`` sends the request with the Via it has (CANCEL must reuse the INVITE's branch).
+        """
         resp: SipResponse | None = None
         for _ in range(3):
-            req.headers.remove("via")
-            req.headers.append("Via", via_value(self.transport.via_transport, self.host, self.port, new_branch()))
+            if not keep_via or not req.headers.get("via"):
+                req.headers.remove("via")
+                req.headers.append("Via", via_value(self.transport.via_transport, self.host, self.port, new_branch()))
             txn = ClientTransaction(self.transport, req, dest, t1=self.config.t1_s, t2=self.config.t2_s,
                                     timeout_s=timeout_s or self.config.non_invite_timeout_s)
             self.transactions.add(txn)
