@@ -16,7 +16,9 @@ from tanfang.settings import Settings
 # Modules under tanfang.cli that register sub-commands, in help order.
 COMMAND_MODULES: list[str] = [
     "db",
+    "prompts",
     "serve",
+    "regions", "ledger",
 ]
 
 
