@@ -50,7 +50,10 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+        # A write transaction takes the lock up front: set ``conn.info["write"]`` or pass the
+        # execution option ``sqlite_write=True`` (see ``scheduler.queue.write_session``).
+        write = conn.info.get("write") or conn.get_execution_options().get("sqlite_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
