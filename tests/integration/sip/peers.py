@@ -233,8 +233,17 @@ snd_path {self.rec_dir}
         self._reader = threading.Thread(target=self._read_loop, daemon=True)
         self._reader.start()
         if self.registrar:
-            self.wait_event("REGISTER_OK", timeout_s=timeout_s)
+            self.wait_registered(deadline - time.monotonic())
         return self
+
+    def wait_registered(self, timeout_s: float = 10.0) -> None:
+        """Poll ``reginfo`` until the registrar accepted us (the event may precede our connection)."""
+        deadline = time.monotonic() + max(timeout_s, 1.0)
+        while time.monotonic() < deadline:
+            if "OK" in str(self.command("reginfo").get("data", "")):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"baresip did not register: {self.log()[-1500:]}")
 
     def _read_loop(self) -> None:
         buf = b""
@@ -395,6 +404,7 @@ loadmodule "auth.so"
 loadmodule "xlog.so"
 modparam("rr", "enable_full_lr", 1)
 modparam("usrloc", "db_mode", 0)
+modparam("registrar", "min_expires", 2)
 modparam("auth", "secret", "tanfang-test-secret")
 
 route[PASSWORD] {{
