@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     # -- NLU -------------------------------------------------------------------
     nlu_backend: Literal["sklearn", "rasa"] = "sklearn"
     rasa_url: str = "http://127.0.0.1:5005"
-    nlu_threshold: float = 0.45
+    nlu_threshold: float = 0.25  # below it: out_of_scope (chosen by cross-validation, see dialogs/README.md)
 
     # -- telephony -------------------------------------------------------------
     sip_trunk: str | None = Field(default=None, description="e.g. sip:trunk.example:5060 (None: no dialer)")
