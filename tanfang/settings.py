@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     # -- NLU -------------------------------------------------------------------
     nlu_backend: Literal["sklearn", "rasa"] = "sklearn"
     rasa_url: str = "http://127.0.0.1:5005"
+    nlu_data_dir: Path | None = Field(default=None, description="Rasa YAML training data; default: nlu_data/ of the checkout")
     nlu_threshold: float = 0.25  # below it: out_of_scope (chosen by cross-validation, see dialogs/README.md)
 
     # -- telephony -------------------------------------------------------------

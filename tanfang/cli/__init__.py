@@ -19,6 +19,7 @@ COMMAND_MODULES: list[str] = [
     "prompts",
     "serve",
     "regions", "ledger",
+    "nlu",
 ]
 
 
