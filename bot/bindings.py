@@ -1,0 +1,237 @@
+"""One-time binding codes (issued from the console) and the bindings they create.
+
+A code is a 6-digit number typed into the chat, or a scene string inside a QR code; only a keyed
+hash is stored. Redeeming needs the last four digits of the phone on record for the contact (or
+elder, or staff member), is limited in attempts, and records consent.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.crypto import Vault, VaultError
+from storage.models.elder import Contact, Elder, ElderPhone
+from storage.models.staff import Staff
+from storage.models.wechat import WechatBinding, WechatBindingCode, WechatFollower
+
+log = logging.getLogger(__name__)
+
+CODE_TTL = timedelta(days=3)
+MAX_CODE_ATTEMPTS = 5  # wrong last-four answers per code
+MAX_LOOKUPS_PER_HOUR = 5  # unknown codes typed by one follower per hour
+CONSENT_TEXT = "同意接收老人的探访结果与提醒，并同意本服务保存绑定记录（可随时回复“解除绑定”撤回）"
+
+
+class BindRole(StrEnum):
+    FAMILY = "family"
+    ELDER = "elder"
+    STAFF = "staff"
+
+
+class CodeKind(StrEnum):
+    CODE = "code"  # 6 digits, typed
+    SCENE = "scene"  # QR scene string, scanned
+
+
+class BindingError(Exception):
+    """A code cannot be issued (unknown elder/contact, no phone on record ...). Message in Chinese."""
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    code_id: int
+    kind: CodeKind
+    value: str  # show once: the 6 digits, or the scene string to put into a QR code
+    expires_at: datetime
+
+
+def code_hash(vault: Vault, kind: CodeKind, value: str) -> str:
+    return vault.blind_index(f"wechat-bind:{kind}:{value}")
+
+
+def issue_binding_code(
+    session: Session,
+    vault: Vault,
+    *,
+    now: datetime,
+    elder_id: int | None = None,
+    contact_id: int | None = None,
+    staff_id: int | None = None,
+    kind: CodeKind = CodeKind.CODE,
+    issued_by: str | None = None,
+    ttl: timedelta = CODE_TTL,
+) -> IssuedCode:
+    """Issue a one-time code for a contact of an elder (family), the elder themself or a staff member.
+
+    The role follows from the ids: ``contact_id`` → family, ``staff_id`` → staff, else elder.
+    Earlier unused codes for the same target are revoked. Adds rows to ``session`` (no commit).
+    """
+    role, phone_enc = _target(session, vault, elder_id, contact_id, staff_id)
+    if phone_enc is None:
+        raise BindingError("该联系人没有登记手机号，无法用手机号后四位确认绑定：请先补录手机号")
+    stmt = select(WechatBindingCode).where(
+        WechatBindingCode.used_at.is_(None),
+        WechatBindingCode.revoked_at.is_(None),
+        WechatBindingCode.role == role,
+        WechatBindingCode.elder_id.is_(None) if elder_id is None else WechatBindingCode.elder_id == elder_id,
+        WechatBindingCode.contact_id.is_(None) if contact_id is None else WechatBindingCode.contact_id == contact_id,
+        WechatBindingCode.staff_id.is_(None) if staff_id is None else WechatBindingCode.staff_id == staff_id,
+    )
+    for old in session.scalars(stmt):
+        old.revoked_at = now
+    for _ in range(20):
+        value = f"{secrets.randbelow(10**6):06d}" if kind is CodeKind.CODE else "b" + secrets.token_urlsafe(18)
+        digest = code_hash(vault, kind, value)
+        clash = session.scalar(
+            select(WechatBindingCode.id).where(
+                WechatBindingCode.code_hash == digest,
+                WechatBindingCode.used_at.is_(None),
+                WechatBindingCode.revoked_at.is_(None),
+                WechatBindingCode.expires_at > now,
+            )
+        )
+        if clash is None:
+            break
+    else:  # pragma: no cover - a million codes live at once
+        raise BindingError("可用的绑定码已用尽，请稍后再试")
+    row = WechatBindingCode(
+        code_hash=digest,
+        kind=str(kind),
+        role=str(role),
+        elder_id=elder_id,
+        contact_id=contact_id,
+        staff_id=staff_id,
+        issued_by=issued_by,
+        created_at=now,
+        expires_at=now + ttl,
+        attempts=0,
+        max_attempts=MAX_CODE_ATTEMPTS,
+    )
+    session.add(row)
+    session.flush()
+    log.info("binding code issued", extra={"action": "wechat_code_issued", "code_id": row.id, "role": str(role)})
+    return IssuedCode(code_id=row.id, kind=kind, value=value, expires_at=row.expires_at)
+
+
+def _target(
+    session: Session, vault: Vault, elder_id: int | None, contact_id: int | None, staff_id: int | None
+) -> tuple[BindRole, bytes | None]:
+    if staff_id is not None:
+        staff = session.get(Staff, staff_id)
+        if staff is None:
+            raise BindingError(f"找不到工作人员（编号 {staff_id}）")
+        return BindRole.STAFF, staff.phone_enc
+    if elder_id is None or session.get(Elder, elder_id) is None:
+        raise BindingError(f"找不到老人（编号 {elder_id}）")
+    if contact_id is not None:
+        contact = session.get(Contact, contact_id)
+        if contact is None or contact.elder_id != elder_id:
+            raise BindingError(f"联系人（编号 {contact_id}）不属于该老人")
+        return BindRole.FAMILY, contact.phone_enc
+    phone = session.scalar(
+        select(ElderPhone).where(ElderPhone.elder_id == elder_id).order_by(ElderPhone.position).limit(1)
+    )
+    return BindRole.ELDER, phone.number_enc if phone else None
+
+
+def find_code(session: Session, vault: Vault, kind: CodeKind, value: str, now: datetime) -> WechatBindingCode | None:
+    """The live code with this value, or None (unknown, used, revoked, expired or locked)."""
+    row = session.scalar(
+        select(WechatBindingCode).where(
+            WechatBindingCode.code_hash == code_hash(vault, kind, value),
+            WechatBindingCode.kind == str(kind),
+            WechatBindingCode.used_at.is_(None),
+            WechatBindingCode.revoked_at.is_(None),
+        )
+    )
+    if row is None or row.expires_at <= now or row.attempts >= row.max_attempts:
+        return None
+    return row
+
+
+def note_failed_lookup(follower: WechatFollower, now: datetime) -> bool:
+    """Count an unknown code typed by a follower; True while they may still try."""
+    start = follower.failed_code_window_start
+    if start is None or now - start > timedelta(hours=1):
+        follower.failed_code_window_start = now
+        follower.failed_code_attempts = 0
+    follower.failed_code_attempts += 1
+    return follower.failed_code_attempts < MAX_LOOKUPS_PER_HOUR
+
+
+def lookups_blocked(follower: WechatFollower, now: datetime) -> bool:
+    start = follower.failed_code_window_start
+    return (
+        start is not None
+        and now - start <= timedelta(hours=1)
+        and follower.failed_code_attempts >= MAX_LOOKUPS_PER_HOUR
+    )
+
+
+def last_four(digits_source: str) -> str:
+    """Last four digits of a phone number, whatever its format (+86, dashes, spaces)."""
+    digits = "".join(ch for ch in digits_source if ch.isdigit())
+    return digits[-4:]
+
+
+def expected_last_four(session: Session, vault: Vault, code: WechatBindingCode) -> str | None:
+    role, enc = _target(session, vault, code.elder_id, code.contact_id, code.staff_id)
+    if enc is None:
+        return None
+    try:
+        return last_four(vault.decrypt(enc))
+    except VaultError:
+        log.error("cannot decrypt phone for binding", extra={"action": "wechat_bind_decrypt_failed"})
+        return None
+
+
+def active_bindings(session: Session, openid: str) -> list[WechatBinding]:
+    return list(
+        session.scalars(
+            select(WechatBinding)
+            .where(WechatBinding.openid == openid, WechatBinding.unbound_at.is_(None))
+            .order_by(WechatBinding.id)
+        )
+    )
+
+
+def bind(session: Session, code: WechatBindingCode, openid: str, now: datetime) -> WechatBinding:
+    """Redeem ``code`` for ``openid`` (idempotent for an identical live binding), recording consent."""
+    code.used_at = now
+    code.used_by_openid = openid
+    for b in active_bindings(session, openid):
+        if (b.role, b.elder_id, b.contact_id, b.staff_id) == (code.role, code.elder_id, code.contact_id, code.staff_id):
+            b.consent_at = now
+            b.code_id = code.id
+            return b
+    binding = WechatBinding(
+        openid=openid,
+        role=code.role,
+        elder_id=code.elder_id,
+        contact_id=code.contact_id,
+        staff_id=code.staff_id,
+        consent_at=now,
+        consent_text=CONSENT_TEXT,
+        bound_at=now,
+        digest_opt_in=False,
+        code_id=code.id,
+    )
+    session.add(binding)
+    session.flush()
+    log.info("wechat bound", extra={"action": "wechat_bound", "binding_id": binding.id, "role": code.role})
+    return binding
+
+
+def unbind_all(session: Session, openid: str, now: datetime, reason: str) -> list[WechatBinding]:
+    rows = active_bindings(session, openid)
+    for b in rows:
+        b.unbound_at = now
+        b.unbound_reason = reason
+    return rows
