@@ -76,7 +76,7 @@ class CadenceCfg(_Strict):
     high: Literal["daily", "twice_weekly", "weekly", "biweekly", "monthly"] = "weekly"
     key: Literal["daily", "twice_weekly", "weekly", "biweekly", "monthly"] = "biweekly"
     general: Literal["daily", "twice_weekly", "weekly", "biweekly", "monthly"] = "monthly"
-    spread_days: dict[Literal["daily", "twice_weekly", "weekly", "biweekly", "monthly"], int] = Field(
+    spread_days: dict[str, int] = Field(
         default_factory=lambda: {"weekly": 3, "biweekly": 5, "monthly": 10}
     )
     guarantee_day: int = Field(20, ge=1, le=28)
@@ -85,6 +85,8 @@ class CadenceCfg(_Strict):
     @classmethod
     def _spread(cls, v: dict[str, int]) -> dict[str, int]:
         for k, n in v.items():
+            if k not in ("twice_weekly", "weekly", "biweekly", "monthly"):
+                raise ValueError(f"未知频率 {k!r}，可选：twice_weekly、weekly、biweekly、monthly")
             if not 1 <= n <= 14:
                 raise ValueError(f"{k} 的分散天数应在 1–14 之间")
         return v

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
 
     # -- policy ----------------------------------------------------------------
     policy_file: Path | None = None
+    plan_interval_s: int = Field(default=300, ge=10, description="planner tick interval")
+    plan_horizon_hours: int = Field(default=48, ge=1, le=24 * 62)
+    cap_source: str | None = Field(default=None, description="directory of CAP *.xml files or an http(s) URL")
+    cap_poll_interval_s: int = Field(default=300, ge=10)
 
     # -- NLU -------------------------------------------------------------------
     nlu_backend: Literal["sklearn", "rasa"] = "sklearn"

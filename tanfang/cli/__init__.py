@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "serve",
     "regions", "ledger",
     "nlu",
+    "plan", "events", "signals",
 ]
 
 
