@@ -64,7 +64,7 @@ class Escalation(Base):
     __tablename__ = "escalations"
     __table_args__ = (
         UniqueConstraint("source_key", name="uq_escalations_source_key"),
-        Index("ix_escalations_queue", "status", "deadline_at"),
+        Index("ix_escalations_queue", "status", "due_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -83,6 +83,8 @@ class Escalation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     ack_deadline_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deadline_at: Mapped[datetime] = mapped_column(UTCDateTime())  # action (visit/call) due by
+    # The next deadline that matters: acknowledgement while open, the action deadline afterwards.
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
     assignee_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"), index=True)
     assignee_contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)  # times raised to a supervisor

@@ -2,7 +2,7 @@
 
 Revision ID: 0004_escalations
 Revises: 0002_checkins
-Create Date: 2026-11-29 00:50:27.431803
+Create Date: 2026-11-29 00:50:42.504121
 """
 from alembic import op
 import sqlalchemy as sa
@@ -80,6 +80,7 @@ def upgrade() -> None:
     sa.Column('created_at', storage.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('ack_deadline_at', storage.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('deadline_at', storage.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('due_at', storage.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('assignee_staff_id', sa.Integer(), nullable=True),
     sa.Column('assignee_contact_id', sa.Integer(), nullable=True),
     sa.Column('escalation_level', sa.Integer(), nullable=False),
@@ -106,7 +107,7 @@ def upgrade() -> None:
     with op.batch_alter_table('escalations', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_escalations_assignee_staff_id'), ['assignee_staff_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_escalations_elder_id'), ['elder_id'], unique=False)
-        batch_op.create_index('ix_escalations_queue', ['status', 'deadline_at'], unique=False)
+        batch_op.create_index('ix_escalations_queue', ['status', 'due_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_escalations_region_path'), ['region_path'], unique=False)
 
     op.create_table('alerts',

@@ -1,0 +1,124 @@
+"""Passwords (argon2), server-side sessions, CSRF tokens and the security headers.
+
+The session cookie carries a random token; the database keeps only its SHA-256 (a stolen
+database does not give live sessions). A new token is issued at every login (no fixation).
+Each session has its own CSRF token, required on every state-changing request: as the hidden
+form field ``_csrf`` for pages, as the ``X-CSRF-Token`` header for the JSON API. The login form,
+before any session exists, uses a double-submit cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from console.scope import Principal
+from storage.models.escalation import ConsoleSession
+from storage.models.region import Region
+from storage.models.staff import Staff
+
+COOKIE = "tanfang_session"
+LOGIN_CSRF_COOKIE = "tanfang_login_csrf"
+_hasher = PasswordHasher()
+# Verifying against this keeps the timing of "no such user" equal to "wrong password".
+_DUMMY_HASH = _hasher.hash("tanfang-dummy-password")
+
+MIN_PASSWORD_LENGTH = 8
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"密码至少需要 {MIN_PASSWORD_LENGTH} 个字符")
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    principal: Principal
+    csrf_token: str
+
+
+def authenticate(session: Session, username: str, password: str) -> Staff | None:
+    staff = session.scalar(select(Staff).where(Staff.username == username.strip()))
+    ok = verify_password(staff.password_hash if staff else None, password)
+    if staff is None or not ok or not staff.active:
+        return None
+    if staff.password_hash and _hasher.check_needs_rehash(staff.password_hash):
+        staff.password_hash = _hasher.hash(password)
+    return staff
+
+
+def start_session(session: Session, staff: Staff, now: datetime, hours: float,  # noqa: PLR0917
+                  remote_addr: str | None, old_token: str | None = None) -> str:
+    """Create a session (deleting the previous one, if any) and return the cookie token."""
+    if old_token:
+        session.execute(delete(ConsoleSession).where(ConsoleSession.id_hash == _digest(old_token)))
+    session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
+    token = secrets.token_urlsafe(32)
+    session.add(ConsoleSession(
+        id_hash=_digest(token), staff_id=staff.id, csrf_token=secrets.token_urlsafe(32),
+        created_at=now, expires_at=now + timedelta(hours=hours), remote_addr=remote_addr,
+    ))
+    staff.last_login_at = now
+    return token
+
+
+def end_session(session: Session, token: str) -> None:
+    session.execute(delete(ConsoleSession).where(ConsoleSession.id_hash == _digest(token)))
+
+
+def load_session(session: Session, token: str, now: datetime) -> LiveSession | None:
+    row = session.execute(
+        select(ConsoleSession, Staff, Region)
+        .join(Staff, Staff.id == ConsoleSession.staff_id)
+        .join(Region, Region.id == Staff.region_id)
+        .where(ConsoleSession.id_hash == _digest(token), ConsoleSession.expires_at > now, Staff.active.is_(True))
+    ).first()
+    if row is None:
+        return None
+    cs, staff, region = row
+    return LiveSession(
+        Principal(staff_id=staff.id, name=staff.name, role=staff.role, region_id=region.id,
+                  region_path=region.path, region_name=region.name),
+        cs.csrf_token,
+    )
+
+
+def csrf_ok(expected: str | None, given: str | None) -> bool:
+    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
+    "object-src 'none'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}

@@ -1,0 +1,20 @@
+"""Console configuration: plain values handed in by the assembly (the console never reads settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scheduler.escalations import EscalationConfig
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    recordings_dir: Path
+    cookie_secure: bool = False
+    session_hours: float = 12.0
+    service_name: str = "探访关爱服务"
+    timezone: str = "Asia/Shanghai"
+    page_size: int = 50
+    escalations: EscalationConfig = field(default_factory=EscalationConfig)
+    upload_dir: Path | None = None  # where uploaded ledgers are kept (None: not kept)
