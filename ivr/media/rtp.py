@@ -127,6 +127,7 @@ class RtpSession:
         self.packets_received = 0
         self.frames_lost = 0
         self.frames_dropped = 0
+        self.max_send_lateness_s = 0.0  # worst delay of a prompt frame behind its 20 ms slot
 
     @classmethod
     async def open(cls, host: str, port_range: tuple[int, int] = (20000, 60000)) -> RtpSession:
@@ -310,6 +311,8 @@ class RtpSession:
                     return False
                 if stop_on_dtmf and self._dtmf_since_play:
                     return False
+                late = self._loop.time() - deadline
+                self.max_send_lateness_s = max(self.max_send_lateness_s, late)
                 chunk = pcm[offset:offset + FRAME_BYTES]
                 if len(chunk) < FRAME_BYTES:
                     chunk += bytes(FRAME_BYTES - len(chunk))
@@ -364,5 +367,6 @@ class RtpSession:
     @property
     def stats(self) -> dict[str, int]:
         return {"packets_sent": self.packets_sent, "packets_received": self.packets_received,
-                "frames_lost": self.frames_lost, "frames_dropped": self.frames_dropped}
+                "frames_lost": self.frames_lost, "frames_dropped": self.frames_dropped,
+                "max_send_lateness_ms": round(self.max_send_lateness_s * 1000)}
 

@@ -173,7 +173,8 @@ class BaresipPeer:
 
     def _write_config(self) -> None:
         source = self.source_wav or silence_wav(self.workdir / "silence.wav", 120)
-        rtp_base = 30000 + (self.sip_port % 500) * 60
+        span = max(60, 4 * self.max_calls + 8)
+        rtp_base = 20000 + (self.sip_port % 200) * 200 if span <= 200 else 10000 + (self.sip_port % 20) * 2000
         config = f"""poll_method epoll
 sip_listen {HOST}:{self.sip_port}
 net_interface {HOST}
@@ -185,7 +186,7 @@ ausrc_srate 8000
 ausrc_channels 1
 auplay_srate 8000
 auplay_channels 1
-rtp_ports {rtp_base}-{rtp_base + 59}
+rtp_ports {rtp_base}-{rtp_base + span - 1}
 jitter_buffer_delay 1-10
 call_max_calls {self.max_calls}
 module_path {BARESIP_MODULES}
