@@ -58,8 +58,8 @@ def normalise_phone(raw: str) -> Phone:
         s = s[2:]
     if not s.isdigit():
         raise PhoneError("电话号码含有非数字字符")
-    if international and not s.startswith("1") and not s.startswith("0"):
-        s = "0" + s  # +86 451 86123456 → 0451 86123456
+    if international and not s.startswith("0") and not _MOBILE.match(s):
+        s = "0" + s  # +86 451 86123456 → 0451 86123456; +86 10 … → 010 …
     if s.startswith("1"):
         if _MOBILE.match(s):
             return Phone(s, PhoneKind.MOBILE)

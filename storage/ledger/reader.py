@@ -71,7 +71,9 @@ def _score(row: Sequence[CellValue]) -> int:
 def _build_columns(header: Sequence[CellValue], sub: Sequence[CellValue] | None) -> list[Column]:
     cols: list[Column] = []
     group: CellValue = None
-    for i, text in enumerate(header):
+    width = max(len(header), len(sub) if sub is not None else 0)
+    for i in range(width):
+        text = header[i] if i < len(header) else None  # rows end at their last written cell
         below = sub[i] if sub is not None and i < len(sub) else None
         if not _is_blank(text):
             group = text
@@ -158,10 +160,9 @@ def _skippable(raw: RawRow, values: Sequence[CellValue]) -> bool:
     name, ident = raw.first(Field.NAME)[1], raw.first(Field.ID_NUMBER)[1]
     if match_header(name) is Field.NAME and match_header(ident) is Field.ID_NUMBER:
         return True  # header repeated (printed ledgers repeat it on every page)
-    if _is_blank(ident):
-        first = _first_value(values)
-        if isinstance(first, str) and _FOOTER.match(first.strip()):
-            return True
+    first = _first_value(values)
+    if isinstance(first, str) and _FOOTER.match(first.strip()):
+        return sum(ch.isdigit() for ch in str(ident or "")) < 6  # not if it carries an ID number
     return False
 
 
@@ -169,12 +170,14 @@ def _skippable(raw: RawRow, values: Sequence[CellValue]) -> bool:
 
 
 def read_xlsx(source: Path | BinaryIO) -> LedgerTable:
+    from zipfile import BadZipFile
+
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
     try:
         wb = load_workbook(source, read_only=True, data_only=True)
-    except (InvalidFileException, KeyError, OSError, ValueError) as exc:
+    except (InvalidFileException, BadZipFile, KeyError, OSError, ValueError) as exc:
         raise LedgerFormatError(f"无法打开 Excel 文件：{exc}（请另存为 .xlsx 格式）") from exc
     last_error: LedgerFormatError | None = None
     for ws in wb.worksheets:
