@@ -18,7 +18,7 @@ PROGRESS_MIN_ROWS = 2000  # show a bar for files this large even when stderr is 
 MAX_LISTED_ERRORS = 200
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ledger", help="老人台帐：导入 / 模板 / 导出")
     lsub = p.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
 

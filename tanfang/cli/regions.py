@@ -13,7 +13,7 @@ from tanfang.context import Context, build_context
 from tanfang.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("regions", help="行政区划：导入区划文件 / 列出区划")
     rsub = p.add_subparsers(dest="regions_command", required=True, metavar="ACTION")
     imp = rsub.add_parser("import", help="从 YAML 文件导入区划树（可重复运行）")
