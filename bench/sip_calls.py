@@ -82,7 +82,7 @@ async def main() -> None:
                                  work / "prompt.wav"))
     mic = speech_wav("Hello", work / "mic.wav", pad_to_s=60)
     n_phones = max(1, math.ceil(max(ladder) / CALLS_PER_PHONE))
-    phones = [BaresipPeer(work / f"phone{i}", source_wav=mic, max_calls=CALLS_PER_PHONE + 5).start()
+    phones = [BaresipPeer(work / f"phone{i}", source_wav=mic, max_calls=CALLS_PER_PHONE + 5, record=False).start()
               for i in range(n_phones)]
     ua = UserAgent(SipConfig(local_host="127.0.0.1"))
     await ua.start()

@@ -147,6 +147,7 @@ class BaresipPeer:
     transport: str = "udp"
     reject_incoming: bool = False  # manual mode + hang up every incoming call (486 Busy Here)
     max_calls: int = 4
+    record: bool = True  # load sndfile (what the phone hears -> rec/*-dec.wav); off for load tests
     sip_port: int = field(default=0)
     ctrl_port: int = field(default=0)
     proc: subprocess.Popen[bytes] | None = None
@@ -193,7 +194,7 @@ module_path {BARESIP_MODULES}
 module g711.so
 module aufile.so
 module aubridge.so
-module sndfile.so
+{"module sndfile.so" if self.record else ""}
 module_app account.so
 module_app menu.so
 module_app ctrl_tcp.so
