@@ -12,13 +12,32 @@ import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from dialogs.events import (
-    Action, Answered, Digit, End, Event, HungUp, KeyOption, Listen, Say, Silence, Speech, Transfer,
+    Action,
+    Digit,
+    End,
+    Event,
+    HungUp,
+    KeyOption,
+    Listen,
+    Say,
+    Silence,
+    Speech,
+    Transfer,
 )
 from dialogs.extract import (
-    HAZARD_KEYWORDS, KEYPAD_HAZARDS, KEYPAD_NEEDS, CallbackRequest, callback_request, hazard_kinds,
-    is_wrong_number, need_kinds, reports_deceased, reports_unwell,
+    HAZARD_KEYWORDS,
+    KEYPAD_HAZARDS,
+    KEYPAD_NEEDS,
+    CallbackRequest,
+    callback_request,
+    hazard_kinds,
+    is_wrong_number,
+    need_kinds,
+    reports_deceased,
+    reports_unwell,
 )
 from dialogs.result import Answer, DialogContext, DialogResult, FiveKnowns, Flags, Line, outcome_of
 from dialogs.script import Script
@@ -83,13 +102,15 @@ class DialogState:
         return self.node is Node.ENDED
 
     def to_dict(self) -> dict[str, object]:
-        return _plain(dataclasses.asdict(self))  # type: ignore[no-any-return]
+        plain = _plain(dataclasses.asdict(self))
+        assert isinstance(plain, dict)
+        return plain
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, object]) -> DialogState:
-        ctx = dict(d["ctx"])  # type: ignore[call-overload]
+    def from_dict(cls, d: Mapping[str, Any]) -> DialogState:
+        ctx = dict(d["ctx"])
         ctx["locale"] = Locale(ctx["locale"])
-        flags = dict(d["flags"])  # type: ignore[call-overload]
+        flags = dict(d["flags"])
         flags["hazards"] = tuple(flags["hazards"])
         flags["needs"] = tuple(flags["needs"])
         if flags.get("callback") is not None:
@@ -97,17 +118,17 @@ class DialogState:
         return cls(
             ctx=DialogContext(**ctx),
             node=Node(d["node"]),
-            agenda=tuple(Node(n) for n in d["agenda"]),  # type: ignore[attr-defined]
-            asked=tuple(Node(n) for n in d["asked"]),  # type: ignore[attr-defined]
-            silences=int(d["silences"]),  # type: ignore[call-overload]
-            unclear=int(d["unclear"]),  # type: ignore[call-overload]
-            repeats=int(d["repeats"]),  # type: ignore[call-overload]
+            agenda=tuple(Node(n) for n in d["agenda"]),
+            asked=tuple(Node(n) for n in d["asked"]),
+            silences=int(d["silences"]),
+            unclear=int(d["unclear"]),
+            repeats=int(d["repeats"]),
             slow=bool(d["slow"]),
-            turns=int(d["turns"]),  # type: ignore[call-overload]
-            answers=tuple(Answer(**a) for a in d["answers"]),  # type: ignore[attr-defined]
-            transcript=tuple(Line(**x) for x in d["transcript"]),  # type: ignore[attr-defined]
+            turns=int(d["turns"]),
+            answers=tuple(Answer(**a) for a in d["answers"]),
+            transcript=tuple(Line(**x) for x in d["transcript"]),
             flags=Flags(**flags),
-            five=FiveKnowns(**d["five"]),  # type: ignore[arg-type]
+            five=FiveKnowns(**d["five"]),
             outcome=Outcome(d["outcome"]) if d.get("outcome") else None,
         )
 

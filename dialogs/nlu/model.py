@@ -57,6 +57,7 @@ class IntentModel:
 
     def __init__(
         self,
+        *,
         locale: str,
         config: ModelConfig,
         classes: Sequence[str],

@@ -7,13 +7,14 @@ import json
 import time
 from pathlib import Path
 
+from dialogs.nlu.intents import IntentParser
 from tanfang.cli import CliError
 from tanfang.settings import Settings
 
 _LOCALES = ("zh", "ko")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("nlu", help="意图识别：训练、解析、评估")
     nlu_sub = parser.add_subparsers(dest="nlu_command", metavar="ACTION", required=True)
 
@@ -51,7 +52,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _parser(settings: Settings, locale: str):  # type: ignore[no-untyped-def]
+def _parser(settings: Settings, locale: str) -> IntentParser:
     from dialogs.nlu import DataError
     from tanfang.nlu import RasaParser, build_local_parser
 
