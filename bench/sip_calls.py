@@ -2,7 +2,7 @@
 
 Each call: INVITE -> 200/ACK -> a ~3 s espeak-ng prompt paced at 20 ms -> the phone's audio and
 one RFC 4733 digit from us -> BYE. A call is clean when it was answered, the prompt played out
-with no frame more than 40 ms behind its slot, audio came back from the phone, and the BYE was
+with no frame more than 60 ms behind its slot, audio came back from the phone, and the BYE was
 accepted. N climbs a ladder until a step is not clean or the time budget is used.
 
     .venv/bin/python bench/sip_calls.py [--ladder 10,25,50,100,200] [--cps 25] [--budget-s 240]
@@ -30,7 +30,7 @@ from ivr.sip import CallResult, SipConfig, UserAgent
 from tests.integration.sip.peers import BaresipPeer, read_wav, speech_wav
 
 CALLS_PER_PHONE = 50
-LATE_LIMIT_S = 0.040
+LATE_LIMIT_S = 0.060  # 3 frames: well inside a phone jitter buffer
 
 
 async def one_call(ua: UserAgent, uri: str, prompt: bytes, delay_s: float) -> tuple[bool, str, float]:

@@ -55,6 +55,8 @@ def free_port(kind: int = socket.SOCK_DGRAM, *, both: bool = False) -> int:
                 t.bind((HOST, port))
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                 u.bind((HOST, port))
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t2:
+                t2.bind((HOST, port + 1))  # baresip also opens SIP/TLS on port + 1
             return port
         except OSError:
             continue
@@ -127,6 +129,10 @@ def best_correlation(reference: bytes, heard: bytes) -> float:
 
 
 # ---- baresip ------------------------------------------------------------------------------
+
+
+class _PortTaken(RuntimeError):
+    pass
 
 
 def _netstring(payload: dict[str, str]) -> bytes:
@@ -216,6 +222,17 @@ snd_path {self.rec_dir}
         (self.workdir / "contacts").write_text("")
 
     def start(self, timeout_s: float = 10.0) -> BaresipPeer:
+        for attempt in range(3):
+            try:
+                return self._start(timeout_s)
+            except _PortTaken:
+                if attempt == 2:
+                    raise
+                self.sip_port = free_port(both=True)  # lost a race for the port: pick others
+                self.ctrl_port = free_port(socket.SOCK_STREAM)
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout_s: float) -> BaresipPeer:
         self._write_config()
         log = open(self.workdir / "baresip.log", "wb")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(["baresip", "-f", str(self.workdir)], stdout=log, stderr=subprocess.STDOUT,
@@ -223,6 +240,8 @@ snd_path {self.rec_dir}
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "Address already in use" in self.log():
+                    raise _PortTaken(self.log())
                 raise RuntimeError(f"baresip exited: {self.log()[-2000:]}")
             try:
                 self._sock = socket.create_connection((HOST, self.ctrl_port), timeout=0.5)

@@ -154,3 +154,21 @@ async def test_call_kept_over_60s(baresip, sip_ua: UserAgent, prompt_pcm: bytes)
     await call.hangup()
     await _wait_closed(phone)
     assert call.talk_duration_s > 60
+
+
+async def test_refer_transfers_to_duty_line(baresip, sip_ua: UserAgent) -> None:
+    elder = baresip(answer="auto")
+    duty = baresip(answer="auto", user="duty")
+    call = await sip_ua.call(elder.uri, ring_timeout_s=10)
+    assert call.outcome is CallResult.ANSWERED
+    transferred = await call.refer(duty.uri, timeout_s=10)
+    assert transferred is True, elder.log()[-1500:]
+    await asyncio.to_thread(duty.wait_event, "CALL_ESTABLISHED", 5)
+    await call.hangup()
+
+
+async def test_refer_to_dead_line_is_false(baresip, sip_ua: UserAgent) -> None:
+    elder = baresip(answer="auto")
+    call = await sip_ua.call(elder.uri, ring_timeout_s=10)
+    assert await call.refer(f"sip:duty@127.0.0.1:{free_port()}", timeout_s=6) is False
+    await call.hangup()
