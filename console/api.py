@@ -6,6 +6,7 @@ CSRF token that every state-changing call sends as ``X-CSRF-Token``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from typing import Any
@@ -300,11 +301,11 @@ async def lockdown(request: web.Request) -> web.StreamResponse:
         ends = datetime.fromisoformat(str(data.get("ends_at")))
         starts = starts if starts.tzinfo else starts.replace(tzinfo=SHANGHAI)
         ends = ends if ends.tzinfo else ends.replace(tzinfo=SHANGHAI)
-        ev = await st.write(lambda s: events.declare_lockdown(s, p, str(data.get("region") or ""),
-                                                               str(data.get("title") or ""), starts, ends, now))
+        ev_id = await asyncio.to_thread(events.declare_and_replan, st.sessions, p, str(data.get("region") or ""),
+                                        str(data.get("title") or ""), starts, ends, now, st.config.policies)
     except (events.EventError, ValueError, TypeError) as exc:
         return json_error(400, str(exc) or "请求内容不正确（需要 region、ends_at）")
-    return json_response({"id": ev.id}, status=201)
+    return json_response({"id": ev_id}, status=201)
 
 
 @api
@@ -312,7 +313,7 @@ async def event_end(request: web.Request) -> web.StreamResponse:
     st, p, eid = state(request), principal(request), _id(request)
     now = st.now()
     try:
-        await st.write(lambda s: events.end_event(s, p, eid, now))
+        await asyncio.to_thread(events.end_and_replan, st.sessions, p, eid, now, st.config.policies)
     except events.EventNotFound as exc:
         return json_error(404, str(exc))
     except events.EventError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scheduler.config import PolicySet
 from scheduler.escalations import EscalationConfig
 
 
@@ -18,3 +19,5 @@ class ConsoleConfig:
     page_size: int = 50
     escalations: EscalationConfig = field(default_factory=EscalationConfig)
     upload_dir: Path | None = None  # where uploaded ledgers are kept (None: not kept)
+    # The scheduler's policies: with them, a declared/ended lockdown re-plans check-ins at once.
+    policies: PolicySet | None = None

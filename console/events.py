@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from console.scope import Principal, scope_clause
+from scheduler import events as scheduler_events
+from scheduler.config import PolicySet
 from storage.enums import EventKind, RegionLevel
 from storage.models.region import Region
 from storage.models.schedule import SurgeEvent, SurgeEventRegion
@@ -117,3 +119,43 @@ def end_event(session: Session, me: Principal, event_id: int, now: datetime) -> 
     ev.status_note = f"staff:{me.staff_id} 提前结束"
     ev.ends_at = max(min(ev.ends_at, now), ev.starts_at)
     return ev
+
+
+def declare_and_replan(sessions: sessionmaker[Session], me: Principal, region_code: str, title: str,  # noqa: PLR0917
+                       starts_at: datetime, ends_at: datetime, now: datetime, policies: PolicySet | None) -> int:
+    """Check scope, then declare through the scheduler (which re-plans at once) when it is configured."""
+    if policies is None:
+        with sessions() as s, s.begin():
+            return declare_lockdown(s, me, region_code, title, starts_at, ends_at, now).id
+    with sessions() as s:
+        if not me.can_manage:
+            raise EventError("探访员不能宣布封控，请联系乡镇或县级民政干部")
+        if s.scalar(select(Region.id).where(Region.code == region_code, scope_clause(me, Region.path))) is None:
+            raise EventError("请选择您管辖范围内的地区")
+    if ends_at <= now:
+        raise EventError("结束时间已过，不需要宣布")
+    try:
+        event_id, _plan = scheduler_events.declare(
+            sessions, kind=EventKind.LOCKDOWN, region_codes=[region_code], starts_at=starts_at, ends_at=ends_at,
+            now=now, policies=policies, by=f"staff:{me.staff_id}", title=title or None)
+    except scheduler_events.EventError as exc:
+        raise EventError(str(exc)) from exc
+    return event_id
+
+
+def end_and_replan(sessions: sessionmaker[Session], me: Principal, event_id: int, now: datetime,
+                   policies: PolicySet | None) -> None:
+    if policies is None:
+        with sessions() as s, s.begin():
+            end_event(s, me, event_id, now)
+        return
+    with sessions() as s:
+        rows = [r for r in list_events(s, me, now, limit=1000) if r.id == event_id]
+    if not rows:
+        raise EventNotFound("没有找到这个事件（或不在您的管辖范围）")
+    if not rows[0].can_end:
+        raise EventError("只能提前结束您管辖范围内、仍在进行的封控")
+    try:
+        scheduler_events.end_event(sessions, event_id, now=now, policies=policies, by=f"staff:{me.staff_id}")
+    except scheduler_events.EventError as exc:
+        raise EventError(str(exc)) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import tempfile
 from datetime import datetime, timedelta
@@ -46,8 +47,6 @@ async def run_ledger_import(request: web.Request, filename: str, data: bytes, dr
 
         rep.errors.append(RowError(None, "", "", "只支持 .xlsx 或 .csv 文件"))
         return rep
-    import asyncio
-
     return await asyncio.to_thread(
         import_ledger, io.BytesIO(data), sessions=st.sessions, vault=st.vault, now=st.now, county_code=county,
         dry_run=dry_run, filename=filename,
@@ -106,7 +105,8 @@ async def lockdown_declare(request: web.Request) -> web.StreamResponse:
         ends = _local_dt(str(form.get("ends_at")), "结束时间") if form.get("ends_at") else starts + timedelta(days=days)
         code = str(form.get("region") or "")
         title = str(form.get("title") or "").strip()
-        await st.write(lambda s: events.declare_lockdown(s, me, code, title, starts, ends, now))
+        await asyncio.to_thread(events.declare_and_replan, st.sessions, me, code, title, starts, ends, now,
+                                st.config.policies)
     except (events.EventError, ValueError) as exc:
         listed = await st.read(lambda s: events.list_events(s, me, now))
         regions = await st.read(lambda s: events.declarable_regions(s, me))
@@ -120,7 +120,7 @@ async def event_end(request: web.Request) -> web.StreamResponse:
     eid = int(request.match_info["id"]) if request.match_info["id"].isdigit() else 0
     now = st.now()
     try:
-        await st.write(lambda s: events.end_event(s, me, eid, now))
+        await asyncio.to_thread(events.end_and_replan, st.sessions, me, eid, now, st.config.policies)
     except events.EventNotFound as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
     except events.EventError as exc:

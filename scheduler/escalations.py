@@ -11,14 +11,14 @@ An emergency also calls the elder's contacts one by one through the dialer until
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.notify import AlertKind, RecipientKind
 from scheduler.outbox import CONSOLE_CHANNEL, enqueue_alert
@@ -487,4 +487,15 @@ def watchdog(session: Session, now: datetime, config: EscalationConfig = DEFAULT
         before = len(esc.events)
         advance_emergency_contacts(session, esc, now, config)
         report.contact_steps += int(len(esc.events) != before)
+    return report
+
+
+def run_watchdog(sessions: sessionmaker[Session], now: Callable[[], datetime],
+                 config: EscalationConfig = DEFAULT_CONFIG) -> WatchdogReport:
+    """One watchdog pass in its own transaction (the APScheduler job target)."""
+    with sessions() as session, session.begin():
+        report = watchdog(session, now(), config)
+    if report.raised or report.contact_steps:
+        log.info("watchdog raised %d, contact steps %d", len(report.raised), report.contact_steps,
+                 extra={"action": "escalation_watchdog"})
     return report

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from aiohttp import web
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -134,6 +135,11 @@ class NotifierRegistry:
 
     def get(self, channel: str) -> Notifier | None:
         return self._by_channel.get(channel)
+
+
+# Where the assembly keeps the registry, so any component (e.g. WeChat) can register its Notifier:
+#     app[NOTIFIERS].register(WechatNotifier(...))
+NOTIFIERS: web.AppKey[NotifierRegistry] = web.AppKey("notifiers", NotifierRegistry)
 
 
 class OutboxDispatcher:

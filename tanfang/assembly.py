@@ -53,13 +53,76 @@ def mount_signals(app: web.Application, ctx: Context) -> None:
     app.add_routes(signals_routes(ctx.sessions, load_policy(ctx.settings.policy_file), ctx.now))
 
 
+def mount_console(app: web.Application, ctx: Context) -> None:
+    """The staff console and its JSON API (/, /escalations, /elders, ..., /api/...)."""
+    from console.app import mount
+    from console.config import ConsoleConfig
+    from scheduler.config import load_policy
+    from scheduler.escalations import EscalationConfig
+
+    s = ctx.settings
+    config = ConsoleConfig(
+        recordings_dir=s.recordings_dir, cookie_secure=s.cookie_secure, service_name=s.service_name,
+        timezone=s.timezone, upload_dir=s.data_dir / "uploads", policies=load_policy(s.policy_file),
+        escalations=EscalationConfig(service_name=s.service_name),
+    )
+    mount(app, sessions=ctx.sessions, vault=ctx.vault, now=ctx.now, config=config)
+
+
+def mount_outbox(app: web.Application, ctx: Context) -> None:
+    """The alert dispatcher (console channel now; other components register theirs in app[NOTIFIERS])."""
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    from scheduler.outbox import NOTIFIERS, ConsoleNotifier, NotifierRegistry, OutboxDispatcher
+
+    registry = app.get(NOTIFIERS) or NotifierRegistry()
+    app[NOTIFIERS] = registry
+    if "console" not in registry.channels:
+        registry.register(ConsoleNotifier())
+    dispatcher = OutboxDispatcher(ctx.sessions, registry, ctx.now)
+
+    async def run(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(dispatcher.run_forever())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(run)
+
+
+def mount_escalation_watchdog(app: web.Application, ctx: Context) -> None:
+    """Every minute: raise late acknowledgements to the supervisor, move emergency contact calls on."""
+    from collections.abc import AsyncIterator
+
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from scheduler.escalations import EscalationConfig, run_watchdog
+
+    config = EscalationConfig(service_name=ctx.settings.service_name)
+
+    async def run(_app: web.Application) -> AsyncIterator[None]:
+        sched = AsyncIOScheduler(timezone="UTC")
+        sched.add_job(run_watchdog, "interval", seconds=60, args=[ctx.sessions, ctx.now, config],
+                      id="escalation_watchdog", max_instances=1, coalesce=True)
+        sched.start()
+        yield
+        sched.shutdown(wait=False)
+
+    app.cleanup_ctx.append(run)
+
+
 def components_for(role: Role) -> list[Component]:
     """Later issues add the console, WeChat callback, planner, watchdog and dialer here."""
     components: list[Component] = []
     if role in ("all", "api"):
         components.append(mount_signals)
+        components.append(mount_console)
+        components.append(mount_outbox)
     if role in ("all", "planner"):
         components.append(mount_planner)
+        components.append(mount_escalation_watchdog)
     return components
 
 
