@@ -94,7 +94,16 @@ class ExportResult:
     revealed: bool
 
 
-def _elders(session: Session, region_code: str | None) -> Iterator[Elder]:
+def _region_path(session: Session, region_code: str | None) -> str | None:
+    if not region_code:
+        return None
+    root = session.scalar(select(Region).where(Region.code == region_code))
+    if root is None:
+        raise LookupError(f"没有代码为 {region_code} 的区划")
+    return root.path
+
+
+def _elders(session: Session, path: str | None) -> Iterator[Elder]:
     stmt = (
         select(Elder)
         .join(Region, Elder.region_id == Region.id)
@@ -102,11 +111,8 @@ def _elders(session: Session, region_code: str | None) -> Iterator[Elder]:
                  selectinload(Elder.region).selectinload(Region.parent))
         .order_by(Region.path, Elder.id)
     )
-    if region_code:
-        root = session.scalar(select(Region).where(Region.code == region_code))
-        if root is None:
-            raise LookupError(f"没有代码为 {region_code} 的区划")
-        stmt = stmt.where((Region.path == root.path) | Region.path.like(root.path + "/%"))
+    if path is not None:
+        stmt = stmt.where((Region.path == path) | Region.path.like(path + "/%"))
     yield from session.scalars(stmt.execution_options(yield_per=500))
 
 
@@ -163,14 +169,17 @@ def export_ledger(
     """Write the elders (of ``region_code``'s subtree, or all) in the template layout."""
     if reveal and vault is None:
         raise ValueError("导出明文号码需要密钥（vault）")
-    wb = Workbook(write_only=True)
-    ws = wb.create_sheet(SHEET)
-    ws.append([c.header for c in COLUMNS])
-    count = 0
     with sessions() as session:
-        for elder in _elders(session, region_code):
+        region_path = _region_path(session, region_code)  # LookupError before any file is touched
+        wb = Workbook(write_only=True)
+        ws = wb.create_sheet(SHEET)
+        ws.append([c.header for c in COLUMNS])
+        count = 0
+        for elder in _elders(session, region_path):
             ws.append(export_row(elder, vault, reveal))
             count += 1
     path.parent.mkdir(parents=True, exist_ok=True)
-    wb.save(path)
+    partial = path.with_name(path.name + ".part")
+    wb.save(partial)
+    partial.replace(path)  # never leave a half-written export under the real name
     return ExportResult(rows=count, revealed=reveal)
