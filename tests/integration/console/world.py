@@ -32,6 +32,7 @@ class World:
     id_numbers: dict[str, str] = field(default_factory=dict)
     phones: dict[str, str] = field(default_factory=dict)
     contacts: dict[str, list[int]] = field(default_factory=dict)
+    phone_ids: dict[str, int] = field(default_factory=dict)
 
 
 REGIONS = [
@@ -100,4 +101,5 @@ def build_world(sessions: sessionmaker[Session], vault: Vault, created_at: datet
             w.id_numbers[key] = id_number
             w.phones[key] = phone
             w.contacts[key] = [c.id for c in e.contacts]
+            w.phone_ids[key] = e.phones[0].id
     return w
