@@ -323,11 +323,12 @@ def _guarantee(r: _Run) -> None:
     month_start = _local_midnight(local.date().replace(day=1))
     if history.last_completed_at is not None and history.last_completed_at >= month_start:
         return
-    if any(p.kind in ("routine", "surge") for p in out):
-        return
     due = next_window_start(floor, windows)
     if due >= end or due >= _local_midnight(_month_end(local.date())):
         return
+    # An overdue routine slot has most likely been tried and ended unreached: the guarantee
+    # call replaces it (a new slot, so it is not swallowed by the existing row).
+    out[:] = [p for p in out if not (p.kind == "routine" and p.due_at <= due)]
     out.append(PlannedCheckIn(
         elder.id, f"G:{local:%Y-%m}", "guarantee", due, policy.priority.guarantee,
         (f"本月（{local:%m}月）尚无一次完成的探访：月度保底",), {},
