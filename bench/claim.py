@@ -16,14 +16,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import insert, select  # noqa: E402
+from sqlalchemy import insert, select
 
-from bench._data import database, drop, populate  # noqa: E402
-from scheduler.config import load_policy  # noqa: E402
-from scheduler.queue import Queue  # noqa: E402
-from scheduler.windows import LOCAL_TZ  # noqa: E402
-from storage.db import make_engine, make_session_factory  # noqa: E402
-from storage.models import CheckIn, Elder  # noqa: E402
+from bench._data import database, drop, populate
+from scheduler.config import load_policy
+from scheduler.queue import Queue
+from scheduler.windows import LOCAL_TZ
+from storage.db import make_engine, make_session_factory
+from storage.models import CheckIn, Elder
 
 NOW = datetime(2026, 12, 1, 9, 30, tzinfo=LOCAL_TZ)
 

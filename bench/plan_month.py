@@ -15,12 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
+import psutil
 
-from bench._data import database, drop, populate  # noqa: E402
-from scheduler.config import load_policy  # noqa: E402
-from scheduler.planner import plan_range  # noqa: E402
-from scheduler.windows import LOCAL_TZ  # noqa: E402
+from bench._data import database, drop, populate
+from scheduler.config import load_policy
+from scheduler.planner import plan_range
+from scheduler.windows import LOCAL_TZ
 
 
 def main() -> None:
