@@ -1,0 +1,326 @@
+"""The call runner: one outbound call driven by a conversation (the check-in dialog or the
+emergency-contact prompt) over a live SIP call.
+
+``CallRunner.run(target, conversation)`` dials, classifies what answered (machine / carrier
+announcement, leaning towards "human"), records both directions, then loops: each ``Say`` is
+rendered by the prompt cache (``phone_text``, so keypad options are spoken) and played — a key
+press at any moment or the elder talking over it stops the prompt; each ``Listen`` waits for a
+key press or an utterance (Vosk grammar mode where a model exists, keypad-only otherwise) and
+feeds ``Digit`` / ``Speech`` (parsed by the intent parser) / ``Silence`` / ``HungUp`` back;
+``Transfer`` REFERs the call to the duty line (refused → the elder hears that staff will call
+back, and the report asks for a P1); ``End`` hangs up. It returns a :class:`CallReport`; storing
+it and acknowledging the queue is the dialer's job (``ivr.persist``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from dialogs.events import Action, Digit, End, Event, HungUp, Listen, Say, Silence, Speech, Transfer
+from dialogs.nlu.intents import IntentParser
+from ivr.amd import AmdConfig, Answerer, classify_early_media, classify_greeting
+from ivr.asr import AsrModels, AsyncRecognizer
+from ivr.conversation import CALLBACK_PROMISE, GOODBYE_SHUTDOWN, Conversation, grammar_for
+from ivr.line import HangUpSignal, Heard, Interrupt, KeyPress, Line
+from ivr.media.recording import CallRecorder, recording_path
+from ivr.media.rtp import AudioFrame, MediaDirection
+from ivr.sip import Call, CallResult, UserAgent
+from ivr.tts import PromptCache
+from storage.enums import Locale, Outcome
+
+logger = logging.getLogger(__name__)
+
+TRUNK_RESULTS = frozenset({CallResult.TIMEOUT, CallResult.TRUNK_ERROR, CallResult.AUTH_FAILED})
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    ring_timeout_s: float = 45.0
+    duty_line: str | None = None  # SIP URI of the duty staff line (REFER target)
+    tts_rate: int = 130  # words per minute at Say.rate == 1.0
+    recordings_dir: Path | None = None  # None: no recording
+    amd: AmdConfig = field(default_factory=AmdConfig)
+    detect_machines: bool = True
+    max_call_s: float = 900.0
+
+
+class Observer(Protocol):
+    """Hooks for tests, the bench and metrics (all optional to implement)."""
+
+    def prompt_started(self, prompt_id: str, at: float) -> None: ...
+
+
+@dataclass
+class CallReport:
+    """Everything one call attempt produced (what ``CallAttempt`` stores, and more)."""
+
+    target: str
+    started_at: datetime
+    result: str = ""  # CallResult value, or "machine" / "announcement"
+    sip_status: int | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    ring_seconds: float = 0.0
+    talk_seconds: float = 0.0
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    intents: list[str] = field(default_factory=list)
+    digits: str = ""
+    confidences: list[float] = field(default_factory=list)
+    recording: Path | None = None
+    outcome: Outcome | None = None  # None: the conversation did not run (not answered, machine)
+    dialog_result: dict[str, Any] = field(default_factory=dict)
+    answerer: Answerer = Answerer.HUMAN
+    transfer: str | None = None  # "ok" | "refused" | None
+    trunk_failure: bool = False
+    stopped_early: bool = False  # ended by a shutdown before the dialog finished
+    turn_latencies: list[tuple[float, float]] = field(default_factory=list)  # (from VAD end, from last voice)
+    max_send_lateness_ms: int = 0
+    prompts: list[str] = field(default_factory=list)
+
+    @property
+    def answered(self) -> bool:
+        return self.result == CallResult.ANSWERED.value
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sip_status": self.sip_status, "result": self.result,
+            "outcome": self.outcome.value if self.outcome else None,
+            "transcript": self.transcript, "intents": self.intents, "digits": self.digits,
+            "recording": str(self.recording) if self.recording else None,
+            "ring_seconds": self.ring_seconds, "talk_seconds": self.talk_seconds,
+            "answerer": self.answerer.value, "transfer": self.transfer,
+        }
+
+
+class _RecorderSink:
+    """Adapts :class:`CallRecorder` to the RTP session's tee (loop time → offset from answer)."""
+
+    def __init__(self, recorder: CallRecorder, t0: float) -> None:
+        self.recorder = recorder
+        self.t0 = t0
+
+    def on_media(self, direction: MediaDirection, pcm: bytes, at: float) -> None:
+        at_ms = max(0, int((at - self.t0) * 1000))
+        if direction is MediaDirection.TX:
+            self.recorder.played(pcm, at_ms)
+        else:
+            self.recorder.heard(pcm, at_ms)
+
+
+class CallRunner:
+    """Places calls and runs conversations over them. One runner serves all calls of a process."""
+
+    def __init__(self, ua: UserAgent, prompts: PromptCache, *, asr: AsrModels | None, parser: IntentParser | None,
+                 config: RunnerConfig | None = None, now: Callable[[], datetime] = _utcnow) -> None:
+        self.ua = ua
+        self.prompts = prompts
+        self.asr = asr
+        self.parser = parser
+        self.config = config or RunnerConfig()
+        self.now = now
+
+    def speech_for(self, locale: Locale) -> bool:
+        return self.asr is not None and self.asr.available(locale) and self.parser is not None
+
+    async def run(self, target: str, conversation: Conversation, *, stop: asyncio.Event | None = None,
+                  observer: Observer | None = None, headers: dict[str, str] | None = None,
+                  masked: str | None = None) -> CallReport:
+        """Dial ``target`` (SIP URI) and run ``conversation``; never raises for call failures."""
+        report = CallReport(target=masked or target, started_at=self.now())
+        call = await self.ua.call(target, ring_timeout_s=self.config.ring_timeout_s, headers=headers)
+        report.sip_status = call.sip_status
+        report.result = (call.outcome or CallResult.TRUNK_ERROR).value
+        report.trunk_failure = call.outcome in TRUNK_RESULTS
+        if call.outcome is not CallResult.ANSWERED:
+            early = [e.pcm for e in call.media.drain_events() if isinstance(e, AudioFrame)]
+            if call.early_media and classify_early_media(early, answered=False, config=self.config.amd) \
+                    is Answerer.ANNOUNCEMENT:
+                report.answerer = Answerer.ANNOUNCEMENT
+                report.result = Answerer.ANNOUNCEMENT.value
+            report.ring_seconds = call.ring_duration_s
+            report.ended_at = self.now()
+            return report
+        call.media.drain_events()  # early media (ring-back) is not the elder
+        report.answered_at = self.now()
+        try:
+            await self._talk(call, conversation, report, stop, observer)
+        except Exception:
+            logger.exception("call runner failed", extra={"action": "call_runner_error"})
+            report.stopped_early = True
+        finally:
+            await call.hangup()
+            report.ring_seconds = call.ring_duration_s
+            report.talk_seconds = call.talk_duration_s
+            report.ended_at = self.now()
+            report.max_send_lateness_ms = round(call.media.max_send_lateness_s * 1000)
+        return report
+
+    # ---- the conversation --------------------------------------------------------------------
+    def _recognizers(self, locale: Locale) -> Callable[[Sequence[str] | None], AsyncRecognizer] | None:
+        if not self.speech_for(locale):
+            return None
+        asr = self.asr
+        assert asr is not None
+
+        def make(grammar: Sequence[str] | None) -> AsyncRecognizer:
+            return AsyncRecognizer(asr.recognizer(locale, grammar))
+
+        return make
+
+    async def _talk(self, call: Call, conv: Conversation, report: CallReport,
+                    stop: asyncio.Event | None, observer: Observer | None) -> None:
+        loop = asyncio.get_running_loop()
+        recorder: CallRecorder | None = None
+        if self.config.recordings_dir is not None:
+            path = recording_path(self.config.recordings_dir, call.call_id or f"call{time.time_ns()}",
+                                  report.started_at)
+            recorder = CallRecorder(path)
+            call.media.add_sink(_RecorderSink(recorder, loop.time()))
+        line = Line(call.media, call.hung_up, recognizers=self._recognizers(conv.locale))
+        line.start()
+        try:
+            if self.config.detect_machines:
+                report.answerer = await self._screen(line)
+                if report.answerer is Answerer.MACHINE:
+                    report.result = Answerer.MACHINE.value
+                    return
+            line.discard_pending()
+            await self._dialog(call, line, conv, report, stop, observer)
+        finally:
+            await line.close()
+            if recorder is not None:
+                report.recording = await asyncio.to_thread(recorder.close)
+
+    async def _screen(self, line: Line) -> Answerer:
+        """Wait briefly for the callee's first words; a long unbroken greeting is a machine."""
+        cfg = self.config.amd
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        while not line.hung_up.is_set():
+            now = loop.time()
+            verdict = classify_greeting(line.utterances, line.speech_started_at, now, cfg)
+            if verdict is Answerer.MACHINE:
+                return verdict
+            talking = line.speech_started_at is not None
+            if now - t0 >= cfg.max_wait_s or (not talking and now - t0 >= cfg.listen_s):
+                return Answerer.HUMAN
+            await asyncio.sleep(0.05)
+        return Answerer.HUMAN
+
+    async def _dialog(self, call: Call, line: Line, conv: Conversation, report: CallReport,  # noqa: PLR0917
+                      stop: asyncio.Event | None, observer: Observer | None) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.max_call_s
+        actions: tuple[Action, ...] = conv.start()
+        last_prompt: str | None = None
+        pending_turn: Heard | None = None
+        while actions:
+            event: Event | None = None
+            for action in actions:
+                if (stop is not None and stop.is_set()) or loop.time() > deadline:
+                    report.stopped_early = True
+                    await self._say_text(line, GOODBYE_SHUTDOWN[conv.locale], conv.locale, report, "shutdown")
+                    outcome, data = conv.result()
+                    report.outcome, report.dialog_result = outcome, data
+                    return
+                if isinstance(action, Say):
+                    last_prompt = action.prompt_id
+                    if line.pending:  # answered already (a key pressed during an earlier prompt)
+                        self._turn(report, "system", action.text, skipped=True)
+                        continue
+                    t_first = loop.time()
+                    if observer is not None and hasattr(observer, "prompt_started"):
+                        observer.prompt_started(action.prompt_id, t_first)
+                    if pending_turn is not None:
+                        report.turn_latencies.append((t_first - pending_turn.ended_at,
+                                                      t_first - pending_turn.last_voice_at))
+                        pending_turn = None
+                    why = await self._say(line, action, conv.locale, report)
+                    if why is Interrupt.HANGUP:
+                        event = HungUp()
+                        break
+                elif isinstance(action, Listen):
+                    speech = action.grammar != "dtmf" and line.speech_available
+                    line.set_speech(speech, grammar_for(conv.locale, last_prompt) if speech else None)
+                    got = await line.listen(action.timeout_s)
+                    event, heard = self._event(got, conv.locale, report)
+                    pending_turn = heard
+                    break
+                elif isinstance(action, Transfer):
+                    await self._transfer(call, line, conv.locale, report)
+                elif isinstance(action, End):
+                    outcome, data = conv.result()
+                    report.outcome, report.dialog_result = outcome, data
+                    if report.transfer == "refused":
+                        report.dialog_result["transfer_failed"] = True
+                    return
+            if event is None:
+                event = HungUp() if line.hung_up.is_set() else Silence()
+            actions = conv.step(event)
+        outcome, data = conv.result()
+        report.outcome, report.dialog_result = outcome, data
+
+    async def _render(self, text: str, locale: Locale, rate: float, volume: float) -> bytes:
+        return await self.prompts.render(text, locale, rate=round(self.config.tts_rate * rate), volume=volume)
+
+    async def _say(self, line: Line, say: Say, locale: Locale, report: CallReport) -> Interrupt | None:
+        pcm = await self._render(say.phone_text, locale, say.rate, say.volume)
+        report.prompts.append(say.prompt_id)
+        self._turn(report, "system", say.phone_text)
+        return await line.play(pcm)
+
+    async def _say_text(self, line: Line, text: str, locale: Locale, report: CallReport, prompt_id: str) -> None:
+        if line.hung_up.is_set():
+            return
+        pcm = await self._render(text, locale, 0.9, 1.0)
+        report.prompts.append(prompt_id)
+        self._turn(report, "system", text)
+        await line.play(pcm, barge_in=False)
+
+    def _event(self, got: object, locale: Locale, report: CallReport) -> tuple[Event, Heard | None]:
+        if isinstance(got, KeyPress):
+            report.digits += got.digit
+            self._turn(report, "elder", f"[按键 {got.digit}]", digit=got.digit)
+            return Digit(got.digit), None
+        if isinstance(got, Heard):
+            if not got.text or self.parser is None:
+                self._turn(report, "elder", "", confidence=got.confidence)
+                return Speech("", got.confidence, None), got
+            speech = Speech.parsed(self.parser, got.text, locale.value, got.confidence)
+            intent = speech.intent.name if speech.intent else "out_of_scope"
+            report.intents.append(intent)
+            report.confidences.append(got.confidence)
+            self._turn(report, "elder", got.text, confidence=round(got.confidence, 3), intent=intent,
+                       intent_confidence=round(speech.intent.confidence, 3) if speech.intent else 0.0)
+            return speech, got
+        if isinstance(got, HangUpSignal):
+            return HungUp(), None
+        self._turn(report, "elder", "", silence=True)
+        return Silence(), None
+
+    def _turn(self, report: CallReport, who: str, text: str, **extra: Any) -> None:
+        turn: dict[str, Any] = {"who": who, "text": text, "at": self.now().isoformat()}
+        turn.update(extra)
+        report.transcript.append(turn)
+
+    async def _transfer(self, call: Call, line: Line, locale: Locale, report: CallReport) -> None:
+        target = self.config.duty_line
+        ok = False
+        if target and not line.hung_up.is_set():
+            uri = target if target.startswith(("sip:", "sips:")) else self.ua.target_uri(target)
+            ok = await call.refer(uri)
+        report.transfer = "ok" if ok else "refused"
+        self._turn(report, "system", f"[转接值班{'成功' if ok else '失败'}]")
+        if not ok:
+            await self._say_text(line, CALLBACK_PROMISE[locale], locale, report, "transfer.callback")

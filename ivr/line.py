@@ -1,0 +1,294 @@
+"""The elder's end of a live call, as the call runner sees it: prompts out; key presses and speech in.
+
+One reader task consumes everything the RTP session receives and turns it into typed inputs:
+RFC 4733 digits and in-band (Goertzel) digits, merged so one key press is one :class:`KeyPress`;
+speech found by the VAD and recognised by Vosk (fed only while the VAD says the elder speaks) as
+:class:`Heard`. While a prompt plays, a key press or the elder starting to talk (barge-in) stops it
+within one 20 ms frame. Inputs that arrive while nobody listens are kept, in order, for the next
+:meth:`Line.listen`: a digit pressed during a prompt is the answer to that prompt's question.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ivr.asr import AsrResult, AsyncRecognizer
+from ivr.media.dtmf import DigitMerger, DtmfDetector
+from ivr.media.rtp import AudioFrame, DtmfDigit, RtpSession
+from ivr.media.vad import BargeInDetector, SpeechDetector, SpeechEnd, SpeechStart, VadConfig
+
+logger = logging.getLogger(__name__)
+
+PREROLL_FRAMES = 15  # 300 ms of audio before the VAD's start decision goes to the recogniser too
+ASR_CHUNK_FRAMES = 10  # feed Vosk every 200 ms while the elder speaks
+
+RecognizerFactory = Callable[[Sequence[str] | None], AsyncRecognizer]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPress:
+    digit: str
+    source: str  # "rfc4733" | "inband"
+    at: float  # event-loop time
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """One utterance: recognised text (may be empty), Vosk confidence, and its timing."""
+
+    text: str
+    confidence: float
+    speech_ms: int
+    ended_at: float  # loop time the VAD declared the end of speech
+    last_voice_at: float  # loop time of the last voiced frame (end_silence_ms earlier)
+
+
+class HangUpSignal:
+    """The far end hung up (or the media closed)."""
+
+
+LineInput = KeyPress | Heard
+
+
+class Interrupt(enum.StrEnum):
+    DIGIT = "digit"
+    SPEECH = "speech"
+    HANGUP = "hangup"
+
+
+class Line:
+    """Runs the media reader for one answered call. ``start()`` then ``play()`` / ``listen()``."""
+
+    def __init__(self, media: RtpSession, hung_up: asyncio.Event, *, recognizers: RecognizerFactory | None = None,
+                 vad: VadConfig | None = None, barge_in: bool = True) -> None:
+        self.media = media
+        self.hung_up = hung_up
+        self._recognizers = recognizers
+        self.barge_in_enabled = barge_in
+        self._loop = asyncio.get_running_loop()
+        self._inband = DtmfDetector()
+        self._merger = DigitMerger()
+        self._vad = SpeechDetector(vad)
+        self._barge = BargeInDetector()
+        self._inputs: collections.deque[LineInput] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._interrupt = asyncio.Event()
+        self.interrupted_by: Interrupt | None = None
+        self._playing = False
+        self._listening_speech = recognizers is not None
+        self._grammar: Sequence[str] | None = None
+        self._preroll: collections.deque[bytes] = collections.deque(maxlen=PREROLL_FRAMES)
+        self._rec: AsyncRecognizer | None = None
+        self._rec_grammar: Sequence[str] | None = None
+        self._chunk: list[bytes] = []
+        self._rec_active = False
+        self._asr_tasks: set[asyncio.Future[object]] = set()
+        self._t0 = self._loop.time()
+        self._reader: asyncio.Task[None] | None = None
+        self.speech_started_at: float | None = None  # loop time of the current utterance's start
+        self.utterances: list[tuple[float, float]] = []  # (start, end) loop times: for answering-machine checks
+        self.asr_seconds = 0.0
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        for t in list(self._asr_tasks):
+            t.cancel()
+
+    def discard_pending(self) -> None:
+        """Forget inputs nobody asked for yet (e.g. "喂？" heard before the greeting)."""
+        self._inputs.clear()
+        self._vad.reset()
+
+    def set_speech(self, enabled: bool, grammar: Sequence[str] | None = None) -> None:
+        """Whether speech is recognised from now on, and with which grammar (None: free mode)."""
+        self._listening_speech = enabled and self._recognizers is not None
+        self._grammar = grammar
+
+    @property
+    def speech_available(self) -> bool:
+        return self._recognizers is not None
+
+    @property
+    def pending_digit(self) -> bool:
+        return any(isinstance(i, KeyPress) for i in self._inputs)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._inputs)
+
+    # ---- prompts -----------------------------------------------------------------------------
+    async def play(self, pcm: bytes, *, barge_in: bool | None = None) -> Interrupt | None:
+        """Play a prompt; None when it played out, else what stopped it."""
+        if self.hung_up.is_set() or self.media.closed.is_set():
+            return Interrupt.HANGUP
+        if self._inputs:
+            self.interrupted_by = Interrupt.DIGIT if self.pending_digit else Interrupt.SPEECH
+            return self.interrupted_by
+        self._interrupt.clear()
+        self.interrupted_by = None
+        self._barge.reset()
+        self._playing = barge_in if barge_in is not None else self.barge_in_enabled
+        watch = asyncio.ensure_future(self.hung_up.wait())
+        watch.add_done_callback(lambda _f: self._stop(Interrupt.HANGUP))
+        try:
+            done = await self.media.play(pcm, self._interrupt)
+        finally:
+            self._playing = False
+            watch.cancel()
+        if done:
+            return None
+        if self.interrupted_by is None:
+            self.interrupted_by = Interrupt.HANGUP
+        return self.interrupted_by
+
+    def _stop(self, why: Interrupt) -> None:
+        if self.interrupted_by is None:
+            self.interrupted_by = why
+        self._interrupt.set()
+
+    # ---- answers -----------------------------------------------------------------------------
+    async def listen(self, timeout_s: float) -> LineInput | HangUpSignal | None:
+        """The next key press or utterance; None after ``timeout_s`` of nothing.
+
+        An utterance already under way when the timeout passes is waited for (elders are slow).
+        """
+        deadline = self._loop.time() + timeout_s
+        while True:
+            if self._inputs:
+                return self._inputs.popleft()
+            if self.hung_up.is_set() or self.media.closed.is_set():
+                return HangUpSignal()
+            left = deadline - self._loop.time()
+            if left <= 0:
+                if self._vad.in_speech or self._asr_tasks:
+                    left = 0.2  # speech in progress: wait for its end
+                    deadline = self._loop.time() + left
+                else:
+                    return None
+            self._arrived.clear()
+            hang = asyncio.ensure_future(self.hung_up.wait())
+            arrived = asyncio.ensure_future(self._arrived.wait())
+            try:
+                await asyncio.wait({hang, arrived}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                hang.cancel()
+                arrived.cancel()
+
+    def _push(self, item: LineInput) -> None:
+        self._inputs.append(item)
+        self._arrived.set()
+
+    # ---- the reader --------------------------------------------------------------------------
+    async def _read(self) -> None:
+        try:
+            while True:
+                item = await self.media.get(wait_s=0.5)
+                if item is None:
+                    if self.media.closed.is_set():
+                        self._vad_flush()
+                        self._arrived.set()
+                        return
+                    continue
+                if isinstance(item, DtmfDigit):
+                    self._digit(item.digit, "rfc4733")
+                elif isinstance(item, AudioFrame):
+                    self._audio(item.pcm)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("media reader failed", extra={"action": "line_reader_error"})
+
+    def _now_ms(self) -> int:
+        return int((self._loop.time() - self._t0) * 1000)
+
+    def _digit(self, digit: str, source: str) -> None:
+        if not self._merger.accept(digit, source, self._now_ms()):
+            return
+        self._push(KeyPress(digit, source, self._loop.time()))
+        self._stop(Interrupt.DIGIT)  # a key press stops any prompt, barge-in or not
+
+    def _audio(self, pcm: bytes) -> None:
+        for d in self._inband.feed(pcm):
+            self._digit(d.digit, "inband")
+        if self._playing and self._listening_speech and self._barge.feed(pcm):
+            self._stop(Interrupt.SPEECH)  # barge-in only when we can understand what is said
+        was_speaking = self._vad.in_speech
+        if not was_speaking:
+            self._preroll.append(pcm)
+        for ev in self._vad.feed(pcm):
+            if isinstance(ev, SpeechStart):
+                self._speech_start()
+            elif isinstance(ev, SpeechEnd):
+                self._speech_end(ev)
+        if was_speaking and self._vad.in_speech and self._rec_active:
+            self._chunk.append(pcm)
+            if len(self._chunk) >= ASR_CHUNK_FRAMES:
+                self._feed_chunk()
+
+    def _speech_start(self) -> None:
+        self.speech_started_at = self._loop.time()
+        if not self._listening_speech or self._recognizers is None:
+            self._rec_active = False
+            return
+        self._rec_active = True
+        if self._rec is None or self._rec_grammar != self._grammar:
+            self._rec = self._recognizers(self._grammar)
+            self._rec_grammar = self._grammar
+        self._chunk = list(self._preroll)
+        self._preroll.clear()
+        self._feed_chunk()
+
+    def _feed_chunk(self) -> None:
+        if not self._chunk or self._rec is None:
+            return
+        data = b"".join(self._chunk)
+        self._chunk = []
+        self._track(asyncio.ensure_future(self._rec.feed(data)))
+
+    def _track(self, fut: asyncio.Future[object]) -> None:
+        self._asr_tasks.add(fut)
+        fut.add_done_callback(self._asr_tasks.discard)
+
+    def _speech_end(self, ev: SpeechEnd) -> None:
+        now = self._loop.time()
+        start = self.speech_started_at or now
+        self.utterances.append((start, now))
+        self.speech_started_at = None
+        if not self._rec_active:
+            return
+        self._rec_active = False
+        self._feed_chunk()
+        rec = self._rec
+        if rec is None:
+            return
+        end_silence = self._vad.config.end_silence_ms / 1000 if ev.reason.value == "silence" else 0.0
+        last_voice = now - end_silence
+        self._track(asyncio.ensure_future(self._finish(rec, ev.speech_ms, now, last_voice)))
+
+    async def _finish(self, rec: AsyncRecognizer, speech_ms: int, ended_at: float, last_voice: float) -> None:
+        t = self._loop.time()
+        try:
+            res: AsrResult = await rec.finish()
+        except Exception:
+            logger.exception("speech recognition failed", extra={"action": "asr_error"})
+            return
+        self.asr_seconds += self._loop.time() - t
+        self._push(Heard(res.text, res.confidence, speech_ms, ended_at, last_voice))
+
+    def _vad_flush(self) -> None:
+        ev = self._vad.flush()
+        if ev is not None:
+            self._speech_end(ev)
