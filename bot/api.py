@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +20,7 @@ from typing import Any
 
 import aiohttp
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.dedup import write_session
@@ -75,13 +78,29 @@ class TokenStore:
             return None
         return row.access_token, row.expires_at
 
+    def try_lease(self, appid: str, owner: str, now: datetime, ttl: timedelta = timedelta(seconds=10)) -> bool:
+        """Take the right to refresh (one process at a time); False while another holds it."""
+        try:
+            with write_session(self.engine) as s:
+                row = s.get(WechatToken, appid, with_for_update=True)
+                if row is None:
+                    row = WechatToken(appid=appid)
+                    s.add(row)
+                elif row.refreshing_until is not None and row.refreshing_until > now and row.refreshing_owner != owner:
+                    return False
+                row.refreshing_owner, row.refreshing_until = owner, now + ttl
+        except IntegrityError:
+            return False
+        return True
+
     def write(self, appid: str, token: str, expires_at: datetime, now: datetime) -> None:
         with write_session(self.engine) as s:
-            row = s.get(WechatToken, appid)
+            row = s.get(WechatToken, appid, with_for_update=True)
             if row is None:
                 row = WechatToken(appid=appid)
                 s.add(row)
             row.access_token, row.expires_at, row.refreshed_at = token, expires_at, now
+            row.refreshing_owner, row.refreshing_until = None, None
 
 
 class WechatApi:
@@ -102,6 +121,7 @@ class WechatApi:
         self._token: str | None = None
         self._expires: datetime | None = None
         self.token_fetches = 0
+        self.owner = secrets.token_hex(8)
 
     async def close(self) -> None:
         if self._own_http and self._http is not None:
@@ -128,6 +148,12 @@ class WechatApi:
             if shared is not None and shared[0] != stale and self._fresh(shared[1]):
                 self._token, self._expires = shared
                 return shared[0]
+            if self.tokens is not None and not await asyncio.to_thread(
+                self.tokens.try_lease, self.config.appid, self.owner, self.now()
+            ):
+                waited = await self._wait_for_shared(stale)
+                if waited is not None:
+                    return waited
             force = stale is not None and (shared is None or shared[0] == stale)
             data = await self._post("/cgi-bin/stable_token", {
                 "grant_type": "client_credential",
@@ -151,6 +177,18 @@ class WechatApi:
                 await asyncio.to_thread(self.tokens.write, self.config.appid, token, expires, self.now())
             log.info("access token refreshed", extra={"action": "wechat_token_refreshed", "forced": force})
             return token
+
+    async def _wait_for_shared(self, stale: str | None, limit_s: float = 3.0) -> str | None:
+        """Another process is refreshing: wait for the token it writes (None: give up, fetch)."""
+        assert self.tokens is not None
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            shared = await asyncio.to_thread(self.tokens.read, self.config.appid)
+            if shared is not None and shared[0] != stale and self._fresh(shared[1]):
+                self._token, self._expires = shared
+                return shared[0]
+        return None
 
     # -- transport -----------------------------------------------------------------
     async def _post(self, path: str, payload: dict[str, Any], token: str | None = None) -> dict[str, Any]:

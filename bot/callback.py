@@ -10,6 +10,7 @@ seconds, after which WeChat gets ``success`` and the answer goes out as a custom
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -22,6 +23,7 @@ from typing import Literal, Protocol
 
 from aiohttp import web
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from wechatpy.messages import BaseMessage
 from wechatpy.replies import create_reply
 
@@ -143,11 +145,18 @@ class CallbackService:
                 reply_xml = await wait_for_reply(self.store, key, deadline + 1.0)
                 return
             inbound = await self._inbound(msg)
-            text = await asyncio.to_thread(self._handle_and_store, key, msg, inbound)
+            try:
+                text = await asyncio.to_thread(self._handle_and_store, key, msg, inbound)
+            except DBAPIError:  # a serialisation conflict or a dropped connection: once more
+                log.warning("wechat handling retried", extra={"action": "wechat_handle_retry"})
+                text = await asyncio.to_thread(self._handle_and_store, key, msg, inbound)
             reply_xml = create_reply(text, message=msg, render=True) if text else ""
         except Exception:
             log.exception("wechat message handling failed", extra={"action": "wechat_handle_error"})
             reply_xml = ""
+            # let WeChat's retry try again instead of answering it with nothing
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.store.release, key)
         finally:
             if not entry.future.done():
                 entry.future.set_result(reply_xml)

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot import bindings as b
@@ -346,10 +348,12 @@ class Flows:
 
     # -- state -------------------------------------------------------------------
     def _follower(self, session: Session, openid: str, now: datetime) -> WechatFollower:
-        row = session.get(WechatFollower, openid)
-        if row is None:
-            row = WechatFollower(openid=openid, subscribed=True, failed_code_attempts=0)
-            session.add(row)
+        """The follower row, created if new and locked: one message per follower at a time."""
+        values = {"openid": openid, "subscribed": True, "failed_code_attempts": 0}
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert(WechatFollower).values(**values).on_conflict_do_nothing(index_elements=["openid"]))
+        row = session.get(WechatFollower, openid, with_for_update=True, populate_existing=True)
+        assert row is not None
         return row
 
     def _conversation(self, session: Session, openid: str, now: datetime) -> WechatConversation | None:
