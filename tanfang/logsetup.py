@@ -33,4 +33,5 @@ def setup_logging(settings: Settings) -> None:
         h.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(h)
     root.setLevel(settings.log_level.upper())
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     root._tanfang_configured = True  # type: ignore[attr-defined]
