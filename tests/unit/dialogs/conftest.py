@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from dialogs.nlu.intents import Intent
 from dialogs.events import Speech
+from dialogs.nlu.intents import Intent
 from dialogs.script import Script, load_scripts
 from storage.enums import Locale
 

@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dialogs.nlu import ClassifierParser, IntentModel, emergency_trigger, load_examples, normalise, score, train
+from dialogs.nlu import (
+    ClassifierParser,
+    IntentModel,
+    emergency_trigger,
+    load_examples,
+    normalise,
+    score,
+    train,
+)
 from dialogs.nlu.data import DataError, load_training, parse_tsv
 from tanfang.cli import main as cli_main
 from tanfang.nlu import RasaParser, load_or_train
@@ -133,7 +141,7 @@ class _FakeRasa(BaseHTTPRequestHandler):
                                              "暖气不热": ("heating_broken", 0.9), "有点儿事": ("fine", 0.1)}
     seen: list[dict] = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.seen.append({"path": self.path, **body})
         name, conf = self.replies.get(body["text"], ("out_of_scope", 0.9))

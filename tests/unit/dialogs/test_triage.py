@@ -68,4 +68,4 @@ def test_unreached_home_visit_p2_and_p1_for_high_risk_alone():
 
 def test_naive_now_is_rejected():
     with pytest.raises(ValueError, match="时区"):
-        triage_unreached(GENERAL, datetime(2026, 1, 1))  # noqa: DTZ001
+        triage_unreached(GENERAL, datetime(2026, 1, 1))
