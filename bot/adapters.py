@@ -1,8 +1,8 @@
 """Implementations of :mod:`bot.ports` on top of the scheduler and storage.
 
 ``EscalationVisits`` opens a P3 escalation with :func:`scheduler.escalations.create_from_triage`.
-``QueueCalls`` writes a due check-in row (kind ``family_request``), the same way the escalation
-service queues its contact calls, so the dialer picks it up on its next claim.
+``QueueCalls`` asks :func:`scheduler.queue.request_call` for a ``family_request`` call (reused
+if one is already open, so asking three times gives one call).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from scheduler.config import PolicySet
 from scheduler.escalations import DEFAULT_CONFIG, EscalationConfig, EscalationSpec, Source, create_from_triage
-from storage.enums import CheckInStatus, Severity
-from storage.models.checkin import CheckIn, CheckInTransition
+from scheduler.queue import RequestKind, request_call
+from storage.enums import Severity
 from storage.models.elder import Elder
 
 
@@ -33,26 +34,13 @@ class EscalationVisits:
 
 @dataclass
 class QueueCalls:
-    priority: int = 5
+    """"给我妈打个电话": an out-of-plan ``family_request`` in the scheduler's queue (next call window)."""
 
-    def request_call_now(self, session: Session, *, elder_id: int, now: datetime, requested_by: str) -> None:
-        slot = f"family-{int(now.timestamp() * 1000)}"
-        checkin = CheckIn(
-            elder_id=elder_id,
-            slot=slot,
-            kind="family_request",
-            status=CheckInStatus.DUE,
-            priority=self.priority,
-            due_at=now,
-            next_attempt_at=now,
-            ignore_call_window=False,
-            reasons=["家属通过公众号请求探访电话"],
-            dialog_flags={"requested_by": requested_by},
-            attempts=0,
-            version=0,
+    policy: PolicySet | None = None
+
+    def request_call_now(self, session: Session, *, elder_id: int, now: datetime, requested_by: str) -> datetime:
+        requested = request_call(
+            session, elder_id, RequestKind.FAMILY_REQUEST, now,
+            reason="家属通过公众号请求探访电话", source=requested_by, policy=self.policy,
         )
-        checkin.transitions.append(
-            CheckInTransition(from_status=None, to_status=CheckInStatus.DUE, at=now, actor=requested_by, note="家属请求")
-        )
-        session.add(checkin)
-        session.flush()
+        return requested.due_at

@@ -247,8 +247,10 @@ class Flows:
         if action == "call":
             if self.calls is None:
                 return f"暂时无法自动安排电话，请拨打 {self.config.hotline} 联系工作人员。"
-            self.calls.request_call_now(session, elder_id=elder_id, now=now, requested_by=who)
+            due = self.calls.request_call_now(session, elder_id=elder_id, now=now, requested_by=who)
             log.info("family asked for a call", extra={"action": "wechat_call_requested", "elder_id": elder_id})
+            if due is not None and due - now > timedelta(minutes=5):
+                return t.call_later(name, t.local_time(due))
             return t.call_scheduled(name)
         if self.visits is None:
             return f"暂时无法在线登记，请拨打 {self.config.hotline} 联系工作人员上门。"

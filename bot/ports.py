@@ -16,9 +16,11 @@ from sqlalchemy.orm import Session
 
 
 class CallRequester(Protocol):
-    """Schedule a check-in call to the elder now (in the caller's transaction)."""
+    """Schedule a check-in call to the elder now (in the caller's transaction); returns when it is due."""
 
-    def request_call_now(self, session: Session, *, elder_id: int, now: datetime, requested_by: str) -> None: ...
+    def request_call_now(
+        self, session: Session, *, elder_id: int, now: datetime, requested_by: str
+    ) -> datetime | None: ...
 
 
 class VisitRequester(Protocol):

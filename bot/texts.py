@@ -89,5 +89,9 @@ def call_scheduled(name: str) -> str:
     return f"好的，已安排马上给{name}打一次探访电话。接通情况可以回复“最近怎么样”查看。"
 
 
+def call_later(name: str, when: str) -> str:
+    return f"好的，现在不在{name}方便接电话的时间，已安排在 {when} 打探访电话。接通情况可以回复“最近怎么样”查看。"
+
+
 def visit_requested(name: str) -> str:
     return f"好的，已通知工作人员上门看望{name}，一般会在 3 天内安排；有急事请直接拨打 12349。"

@@ -113,12 +113,47 @@ def mount_escalation_watchdog(app: web.Application, ctx: Context) -> None:
     app.cleanup_ctx.append(run)
 
 
+def mount_wechat(app: web.Application, ctx: Context) -> None:
+    """``/wechat`` (callback) and the WeChat notifier, when TANFANG_WECHAT_* are set."""
+    from bot.service import WechatConfig, build_runtime, mount
+    from scheduler.config import load_policy
+    from scheduler.escalations import EscalationConfig
+    from scheduler.outbox import NOTIFIERS, NotifierRegistry
+
+    s = ctx.settings
+    if not (s.wechat_appid and s.wechat_secret and s.wechat_token):
+        async def off() -> HealthResult:
+            return HealthResult(True, "未配置微信公众号（TANFANG_WECHAT_APPID/_SECRET/_TOKEN）", degraded=True)
+
+        add_health_check(app, "wechat", off)
+        return
+    config = WechatConfig(
+        appid=s.wechat_appid, secret=s.wechat_secret, token=s.wechat_token, aes_key=s.wechat_aes_key,
+        api_base=s.wechat_api_base, mode=s.wechat_mode, template_alert=s.wechat_template_alert,
+        template_digest=s.wechat_template_digest, service_name=s.service_name, hotline=s.hotline,
+        console_url=s.public_url,
+    )
+    runtime = build_runtime(config, engine=ctx.engine, vault=ctx.vault, now=ctx.now,
+                            policy=load_policy(s.policy_file),
+                            escalations=EscalationConfig(service_name=s.service_name, family_channels=("wechat",)))
+    mount(app, runtime)
+    registry = app.get(NOTIFIERS) or NotifierRegistry()
+    app[NOTIFIERS] = registry
+    registry.register(runtime.notifier)
+
+    async def health() -> HealthResult:
+        return HealthResult(True, f"微信回调已启用（{config.effective_mode} 模式）")
+
+    add_health_check(app, "wechat", health)
+
+
 def components_for(role: Role) -> list[Component]:
     """Later issues add the console, WeChat callback, planner, watchdog and dialer here."""
     components: list[Component] = []
     if role in ("all", "api"):
         components.append(mount_signals)
         components.append(mount_console)
+        components.append(mount_wechat)  # before the outbox: registers the "wechat" notifier
         components.append(mount_outbox)
     if role in ("all", "planner"):
         components.append(mount_planner)

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     wechat_token: str | None = None
     wechat_aes_key: str | None = None
     wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_mode: Literal["plain", "compat", "safe"] | None = Field(
+        default=None, description="callback encryption mode; default: safe when an AES key is set, else plain"
+    )
+    wechat_template_alert: str | None = Field(default=None, description="template message id for alerts")
+    wechat_template_digest: str | None = Field(default=None, description="template id for the daily digest")
+    public_url: str | None = Field(default=None, description="base URL of the console, for links in messages")
 
     @field_validator("data_dir")
     @classmethod
