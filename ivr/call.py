@@ -87,6 +87,7 @@ class CallReport:
     turn_latencies: list[tuple[float, float]] = field(default_factory=list)  # (from VAD end, from last voice)
     max_send_lateness_ms: int = 0
     prompts: list[str] = field(default_factory=list)
+    dialog: Any = None  # the conversation's typed result (dialogs.result.DialogResult) for triage
 
     @property
     def answered(self) -> bool:
@@ -262,6 +263,7 @@ class CallRunner:
                 elif isinstance(action, End):
                     outcome, data = conv.result()
                     report.outcome, report.dialog_result = outcome, data
+                    report.dialog = getattr(conv, "dialog_result", None)
                     if report.transfer == "refused":
                         report.dialog_result["transfer_failed"] = True
                     return
@@ -270,6 +272,7 @@ class CallRunner:
             actions = conv.step(event)
         outcome, data = conv.result()
         report.outcome, report.dialog_result = outcome, data
+        report.dialog = getattr(conv, "dialog_result", None)
 
     async def _render(self, text: str, locale: Locale, rate: float, volume: float) -> bytes:
         return await self.prompts.render(text, locale, rate=round(self.config.tts_rate * rate), volume=volume)
