@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.notify import AlertKind, RecipientKind
 from scheduler.outbox import CONSOLE_CHANNEL, enqueue_alert
+from scheduler.queue import write_session
 from storage.enums import (
     CheckInStatus,
     ContactKind,
@@ -493,7 +494,7 @@ def watchdog(session: Session, now: datetime, config: EscalationConfig = DEFAULT
 def run_watchdog(sessions: sessionmaker[Session], now: Callable[[], datetime],
                  config: EscalationConfig = DEFAULT_CONFIG) -> WatchdogReport:
     """One watchdog pass in its own transaction (the APScheduler job target)."""
-    with sessions() as session, session.begin():
+    with write_session(sessions) as session:
         report = watchdog(session, now(), config)
     if report.raised or report.contact_steps:
         log.info("watchdog raised %d, contact steps %d", len(report.raised), report.contact_steps,

@@ -29,6 +29,7 @@ from scheduler.notify import (
     Notifier,
     RecipientKind,
 )
+from scheduler.queue import write_session
 from storage.models.escalation import Alert, AlertStatus
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ class OutboxDispatcher:
         channels = self.registry.channels
         if not channels:
             return claimed
-        with self.sessions() as s, s.begin():
+        with write_session(self.sessions) as s:
             rows = s.scalars(
                 select(Alert)
                 .where(
@@ -206,7 +207,7 @@ class OutboxDispatcher:
         else:
             values = {"status": AlertStatus.FAILED, "last_error": (result.detail or "发送失败")[:255]}
             log.error("alert %s failed permanently", alert_id, extra={"action": "alert_failed"})
-        with self.sessions() as s, s.begin():
+        with write_session(self.sessions) as s:
             s.execute(
                 update(Alert)
                 .where(Alert.id == alert_id, Alert.attempts == attempts, Alert.status == AlertStatus.PENDING)
