@@ -158,7 +158,18 @@ def components_for(role: Role) -> list[Component]:
     if role in ("all", "planner"):
         components.append(mount_planner)
         components.append(mount_escalation_watchdog)
+    if role in ("all", "dialer"):
+        components.append(mount_dialer)
     return components
+
+
+def mount_dialer(app: web.Application, ctx: Context) -> None:
+    """The IVR dialer worker, only when a SIP trunk (or a dial template) is configured."""
+    if not (ctx.settings.sip_trunk or ctx.settings.sip_dial_template):
+        return
+    from tanfang.telephony import mount_dialer as mount
+
+    mount(app, ctx)
 
 
 def assemble(ctx: Context, role: Role = "all") -> web.Application:

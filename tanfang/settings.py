@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     sip_local_port: int = 5070
     sip_transport: Literal["udp", "tcp"] = "udp"
     sip_caller_id: str = "tanfang"
+    sip_dial_template: str | None = Field(
+        default=None, description='number → SIP URI, e.g. "sip:{number}@127.0.0.1:5080" (default: sip:{number}@<trunk host>)')
+    sip_ring_timeout_s: float = 45.0
     line_capacity: int = 30
     breaker_threshold: int = 5
     breaker_cooldown_s: int = 300

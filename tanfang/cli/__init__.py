@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "regions", "ledger",
     "nlu",
     "plan", "events", "signals",
+    "call",
     "staff", "report",
 ]
 

@@ -17,8 +17,8 @@ from tests.integration.sip.conftest import (  # noqa: F401 - re-exported fixture
     baresip,
     elder_wav,
     kamailio,
-    speech_dir,
     sip_ua,
+    speech_dir,
     ua_factory,
 )
 from tests.integration.sip.peers import write_wav

