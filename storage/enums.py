@@ -33,7 +33,11 @@ class Category(_Labelled):
 
     @property
     def bit(self) -> int:
-        return 1 << list(Category).index(self)
+        return _CATEGORY_BITS[self]
+
+
+# Computed once: ``bit`` is on the hot path of every elder row read or written (CategorySet).
+_CATEGORY_BITS: dict[Category, int] = {c: 1 << i for i, c in enumerate(Category)}
 
 
 class Sex(_Labelled):

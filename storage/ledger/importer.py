@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from storage.crypto import Vault
 from storage.enums import ConsentStatus, Locale
@@ -147,38 +147,93 @@ def _new_elder_row(record: ElderRecord, id_hash: str, enc: _Encoder, now: dateti
     }
 
 
-def _update_elder(elder: Elder, record: ElderRecord, enc: _Encoder, now: datetime) -> bool:
-    """Apply the record to a loaded elder; True if anything changed."""
+_ELDER_COLUMNS = ("name", "sex", "birth_date", "region_id", "categories")
+_OPTIONAL_COLUMNS = ("address", "risk_tier", "locale", "note")
+
+
+@dataclass
+class _Stored:
+    """What the database holds for one elder, as plain values (no ORM objects: 10⁴ rows stay cheap)."""
+
+    id: int
+    values: dict[str, Any]
+    phones: list[tuple[str, str]] = field(default_factory=list)  # (kind, hash) in order
+    contacts: list[tuple[str, str, str, str | None]] = field(default_factory=list)
+    alerts: dict[tuple[str, str | None], bool] = field(default_factory=dict)
+
+
+def _load_stored(session: Session, hashes: Sequence[str]) -> dict[str, _Stored]:
+    cols = [getattr(Elder, c) for c in (*_ELDER_COLUMNS, *_OPTIONAL_COLUMNS, "consent_status")]
+    stored: dict[str, _Stored] = {}
+    for row in session.execute(select(Elder.id, Elder.id_number_hash, *cols).where(Elder.id_number_hash.in_(hashes))):
+        eid, h, *vals = row
+        stored[h] = _Stored(eid, dict(zip((*_ELDER_COLUMNS, *_OPTIONAL_COLUMNS, "consent_status"), vals, strict=True)))
+    if not stored:
+        return stored
+    by_id = {s.id: s for s in stored.values()}
+    ids = list(by_id)
+    for eid, kind, h in session.execute(
+        select(ElderPhone.elder_id, ElderPhone.kind, ElderPhone.number_hash)
+        .where(ElderPhone.elder_id.in_(ids)).order_by(ElderPhone.elder_id, ElderPhone.position, ElderPhone.id)
+    ):
+        by_id[eid].phones.append((kind.value, h))
+    for eid, name, relation, kind, h, alerts in session.execute(
+        select(Contact.elder_id, Contact.name, Contact.relation, Contact.kind, Contact.phone_hash,
+               Contact.may_receive_alerts)
+        .where(Contact.elder_id.in_(ids)).order_by(Contact.elder_id, Contact.position, Contact.id)
+    ):
+        by_id[eid].contacts.append((name, relation, kind.value, h))
+        by_id[eid].alerts[(name, h)] = alerts
+    return stored
+
+
+@dataclass
+class _Change:
+    elder_id: int
+    values: dict[str, Any]
+    phones: bool
+    contacts: bool
+    alerts: dict[tuple[str, str | None], bool]
+
+
+def _diff(stored: _Stored, record: ElderRecord, enc: _Encoder, now: datetime) -> _Change | None:
+    """What must change for the stored elder to match the record; ``None`` if nothing."""
     wanted: dict[str, Any] = {
         "name": record.name, "sex": record.sex, "birth_date": record.birth_date,
         "region_id": record.region_id, "categories": record.categories,
+        "address": record.address, "risk_tier": record.risk_tier, "locale": record.locale, "note": record.note,
     }
-    for attr, value in (("address", record.address), ("risk_tier", record.risk_tier),
-                        ("locale", record.locale), ("note", record.note)):
-        if value is not None:
-            wanted[attr] = value
-    changed = False
-    for attr, value in wanted.items():
-        if getattr(elder, attr) != value:
-            setattr(elder, attr, value)
-            changed = True
-    if record.consent is not None and elder.consent_status is not record.consent:
-        elder.consent_status = record.consent
-        elder.consent_at = _consent_at(record, now) if record.consent is ConsentStatus.GRANTED else now
-        elder.consent_by = CONSENT_BY
-        changed = True
-    if [(p.kind.value, p.number_hash) for p in elder.phones] != _phone_key(record, enc):
-        elder.phones = [ElderPhone(**row) for row in _phone_rows(elder.id, record, enc)]
-        changed = True
-    if record.contacts is not None:
-        current = [(c.name, c.relation, c.kind.value, c.phone_hash) for c in elder.contacts]
-        if current != _contact_key(record, enc):
-            alerts = {(c.name, c.phone_hash): c.may_receive_alerts for c in elder.contacts}
-            elder.contacts = [Contact(**row) for row in _contact_rows(elder.id, record, enc, alerts)]
-            changed = True
-    if changed:
-        elder.updated_at = now
-    return changed
+    values = {k: v for k, v in wanted.items() if v is not None and stored.values[k] != v}
+    if record.consent is not None and stored.values["consent_status"] is not record.consent:
+        values["consent_status"] = record.consent
+        values["consent_at"] = _consent_at(record, now) if record.consent is ConsentStatus.GRANTED else now
+        values["consent_by"] = CONSENT_BY
+    phones = stored.phones != _phone_key(record, enc)
+    contacts = record.contacts is not None and stored.contacts != _contact_key(record, enc)
+    if not (values or phones or contacts):
+        return None
+    values["updated_at"] = now
+    return _Change(stored.id, values, phones, contacts, stored.alerts)
+
+
+def _apply_changes(session: Session, changes: list[tuple[_Change, ElderRecord]], enc: _Encoder) -> None:
+    by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for change, _record in changes:
+        by_keys.setdefault(tuple(sorted(change.values)), []).append({"id": change.elder_id, **change.values})
+    for params in by_keys.values():
+        session.execute(update(Elder), params)  # ORM bulk UPDATE by primary key
+    phone_ids = [c.elder_id for c, _r in changes if c.phones]
+    contact_ids = [c.elder_id for c, _r in changes if c.contacts]
+    if phone_ids:
+        session.execute(delete(ElderPhone).where(ElderPhone.elder_id.in_(phone_ids)))
+        rows = [row for c, r in changes if c.phones for row in _phone_rows(c.elder_id, r, enc)]
+        if rows:
+            session.execute(insert(ElderPhone), rows)
+    if contact_ids:
+        session.execute(delete(Contact).where(Contact.elder_id.in_(contact_ids)))
+        rows = [row for c, r in changes if c.contacts for row in _contact_rows(c.elder_id, r, enc, c.alerts)]
+        if rows:
+            session.execute(insert(Contact), rows)
 
 
 def apply_records(
@@ -189,47 +244,42 @@ def apply_records(
     now: datetime,
     progress: Progress | None = None,
 ) -> ImportSummary:
-    """Create or update an elder per record inside the caller's transaction (flushes, never commits)."""
+    """Create or update an elder per record inside the caller's transaction (never commits).
+
+    Existing elders are found by the ID number's blind index, one query per batch of 500; new
+    ones are bulk-inserted, changed ones bulk-updated, and their phones/contacts replaced only
+    when they differ (so "unchanged" really means no write at all).
+    """
     enc = _Encoder(vault)
     summary = ImportSummary()
     total = len(records)
-    hashes = [enc.hash(r.id.number) for r in records]
     done = 0
-    for chunk in _chunks(list(zip(records, hashes, strict=True)), BATCH):
-        chunk_hashes = [h for _r, h in chunk]
-        existing = {
-            e.id_number_hash: e
-            for e in session.scalars(
-                select(Elder)
-                .where(Elder.id_number_hash.in_(chunk_hashes))
-                .options(selectinload(Elder.phones), selectinload(Elder.contacts))
-            )
-        }
-        new = [(r, h) for r, h in chunk if h not in existing]
-        for r, h in chunk:
-            if h in existing:
-                if _update_elder(existing[h], r, enc, now):
-                    summary.updated += 1
-                else:
-                    summary.unchanged += 1
-        session.flush()
+    for chunk in _chunks(list(records), BATCH):
+        hashes = [enc.hash(r.id.number) for r in chunk]
+        stored = _load_stored(session, hashes)
+        new: list[tuple[ElderRecord, str]] = []
+        changes: list[tuple[_Change, ElderRecord]] = []
+        for r, h in zip(chunk, hashes, strict=True):
+            if h not in stored:
+                new.append((r, h))
+            elif (change := _diff(stored[h], r, enc, now)) is not None:
+                changes.append((change, r))
+            else:
+                summary.unchanged += 1
+        if changes:
+            _apply_changes(session, changes, enc)
+            summary.updated += len(changes)
         if new:
+            table = cast(Table, Elder.__table__)
             rows = [_new_elder_row(r, h, enc, now) for r, h in new]
-            ids = dict(
-                session.execute(insert(Elder).returning(Elder.id_number_hash, Elder.id), rows).tuples().all()
-            )
-            phone_rows: list[dict[str, Any]] = []
-            contact_rows: list[dict[str, Any]] = []
-            for r, h in new:
-                phone_rows.extend(_phone_rows(ids[h], r, enc))
-                contact_rows.extend(_contact_rows(ids[h], r, enc))
+            ids = dict(session.execute(table.insert().returning(table.c.id_number_hash, table.c.id), rows).tuples().all())
+            phone_rows = [row for r, h in new for row in _phone_rows(ids[h], r, enc)]
+            contact_rows = [row for r, h in new for row in _contact_rows(ids[h], r, enc)]
             if phone_rows:
-                session.execute(insert(ElderPhone), phone_rows)
+                session.execute(insert(cast(Table, ElderPhone.__table__)), phone_rows)
             if contact_rows:
-                session.execute(insert(Contact), contact_rows)
+                session.execute(insert(cast(Table, Contact.__table__)), contact_rows)
             summary.created += len(new)
-        for e in existing.values():
-            session.expunge(e)  # keep the identity map small on big files
         done += len(chunk)
         if progress is not None:
             progress("写入", done, total)
