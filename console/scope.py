@@ -38,6 +38,11 @@ class Principal:
         return self.role is StaffRole.ADMIN
 
     @property
+    def can_import(self) -> bool:
+        """Ledger imports are county business (the importer is scoped to one county)."""
+        return self.role in (StaffRole.ADMIN, StaffRole.COUNTY_OFFICER)
+
+    @property
     def can_manage(self) -> bool:
         """Officers and admins import ledgers and declare events; visitors do not."""
         return self.role is not StaffRole.VISITOR

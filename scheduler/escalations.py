@@ -21,8 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.notify import AlertKind, RecipientKind
-from scheduler.outbox import CONSOLE_CHANNEL, enqueue_alert
-from scheduler.queue import write_session
+from scheduler.outbox import CONSOLE_CHANNEL, enqueue_alert, write_session
 from storage.enums import (
     CheckInStatus,
     ContactKind,

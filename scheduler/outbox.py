@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,12 +30,19 @@ from scheduler.notify import (
     Notifier,
     RecipientKind,
 )
-from scheduler.queue import write_session
 from storage.models.escalation import Alert, AlertStatus
 
 log = logging.getLogger(__name__)
 
 CONSOLE_CHANNEL = "console"
+
+
+@contextmanager
+def write_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A transaction that takes SQLite's write lock at BEGIN (see ``storage.db``); plain on PostgreSQL."""
+    with sessions() as session, session.begin():
+        session.connection(execution_options={"sqlite_write": True})
+        yield session
 
 
 def enqueue_alert(
