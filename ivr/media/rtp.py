@@ -5,8 +5,10 @@ G.711 codecs, ``DtmfEvent``). aiortp's ``RTPSession`` fixes the payload type at 
 only learn it from the SDP answer) and its paced queue cannot be interrupted through its public
 API, so pacing, DTMF dedupe and the recorder tee live here.
 
-Outgoing: :meth:`RtpSession.play` takes 8 kHz mono S16LE PCM and sends one 20 ms packet per tick on
-absolute deadlines (no drift); it stops within one frame when the ``interrupt`` event is set.
+Outgoing: :meth:`RtpSession.play` takes 8 kHz mono S16LE PCM, encodes it once and hands it to the
+event loop's shared 20 ms :class:`ivr.media.clock.MediaClock` (one tick for all calls, absolute
+deadlines, no drift); it stops at once when the ``interrupt`` event is set. The send tee gives sinks
+each frame's nominal 20 ms slot time, so a recorder lays the prompt out without gaps or overlaps.
 Incoming: decoded 8 kHz PCM :class:`AudioFrame` and :class:`DtmfDigit` items, in arrival order,
 from :meth:`RtpSession.frames` / :meth:`RtpSession.get`. Digits are queued the moment their first
 end packet arrives, also while a prompt plays; the two end-packet retransmissions are dropped.
@@ -31,6 +33,8 @@ from aiortp.dtmf import DTMF_EVENTS, DtmfEvent
 from aiortp.jitterbuffer import JitterBuffer
 from aiortp.packet import RtpPacket, is_rtcp
 
+from ivr.media.clock import MediaClock, Playback
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 8000
@@ -40,6 +44,7 @@ FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 PCMU, PCMA = 0, 8
 DEFAULT_DTMF_PT = 101
 _SILENCE = bytes(FRAME_BYTES)
+_HEADER = struct.Struct("!BBHII")
 _MAX_QUEUED_FRAMES = 3000  # 60 s of audio: an absent consumer cannot grow memory without bound
 
 
@@ -122,6 +127,11 @@ class RtpSession:
         self._readable = asyncio.Event()
         self._sinks: list[MediaSink] = []
         self._dtmf_since_play = False
+        self._playback: Playback | None = None
+        self._play_pcm = b""
+        self._play_pt = PCMU
+        self._play_interrupt: asyncio.Event | None = None
+        self._play_stop_on_dtmf = False
         self.closed = asyncio.Event()
         self.packets_sent = 0
         self.packets_received = 0
@@ -173,8 +183,9 @@ class RtpSession:
         if sink in self._sinks:
             self._sinks.remove(sink)
 
-    def _tee(self, direction: MediaDirection, pcm: bytes) -> None:
-        at = self._loop.time()
+    def _tee(self, direction: MediaDirection, pcm: bytes, at: float | None = None) -> None:
+        if at is None:
+            at = self._loop.time()
         for sink in self._sinks:
             try:
                 sink.on_media(direction, pcm, at)
@@ -230,6 +241,8 @@ class RtpSession:
         while len(self._dtmf_seen) > 64:
             self._dtmf_seen.popitem(last=False)
         self._dtmf_since_play = True
+        if self._playback is not None and self._play_stop_on_dtmf:
+            MediaClock.for_loop(self._loop).stop(self._playback, False)
         self._push(DtmfDigit(event.digit, event.duration * 1000 // SAMPLE_RATE, packet.timestamp))
 
     def _push(self, item: MediaEvent) -> None:
@@ -279,14 +292,13 @@ class RtpSession:
         transport = self._rtp.transport
         if self.remote is None or transport is None or self.closed.is_set():
             return
-        header = struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, self._seq, ts, self._ssrc)
+        header = _HEADER.pack(0x80, (0x80 if marker else 0) | pt, self._seq, ts, self._ssrc)
         self._seq = (self._seq + 1) & 0xFFFF
         transport.sendto(header + payload, self.remote)
         self.packets_sent += 1
 
-    def _start_talkspurt(self) -> None:
+    def _start_talkspurt(self, now: float) -> None:
         """Advance the RTP clock over the idle gap so the far end sees silence, not a burst."""
-        now = self._loop.time()
         if self._last_send_at is not None:
             idle = max(0, round((now - self._last_send_at) / FRAME_S))
             self._ts = (self._ts + idle * FRAME_SAMPLES) & 0xFFFFFFFF
@@ -295,39 +307,66 @@ class RtpSession:
                    stop_on_dtmf: bool = False) -> bool:
         """Send ``pcm`` (8 kHz mono S16LE) paced at 20 ms; False when interrupted or closed early.
 
-        ``interrupt`` (barge-in, a digit seen by the caller) is checked before every frame, so the
-        prompt stops within 20 ms. ``stop_on_dtmf`` also stops at the first digit received after the
-        call. Received frames keep flowing to the queue while this plays.
+        The prompt is G.711-encoded once and handed to the loop's shared :class:`MediaClock`, which
+        sends one frame per 20 ms tick for every playing session. It starts on the clock's next tick
+        (0-20 ms from now). ``interrupt`` (barge-in, a digit seen by the caller) stops it at once and
+        the clock also checks it before every frame; ``stop_on_dtmf`` stops at the first digit received
+        after the call. Received frames keep flowing to the queue while this plays.
         """
         if len(pcm) % 2:
             pcm = pcm[:-1]
         self._dtmf_since_play = False
         async with self._send_lock:
-            self._start_talkspurt()
-            marker = True
-            deadline = self._loop.time()
-            for offset in range(0, len(pcm), FRAME_BYTES):
-                if self.closed.is_set() or (interrupt is not None and interrupt.is_set()):
-                    return False
-                if stop_on_dtmf and self._dtmf_since_play:
-                    return False
-                late = self._loop.time() - deadline
-                self.max_send_lateness_s = max(self.max_send_lateness_s, late)
-                chunk = pcm[offset:offset + FRAME_BYTES]
-                if len(chunk) < FRAME_BYTES:
-                    chunk += bytes(FRAME_BYTES - len(chunk))
-                self._send_packet(self.payload_type, self._codec.encode(chunk), self._ts, marker)
-                self._tee(MediaDirection.TX, chunk)
-                marker = False
-                self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
-                self._last_send_at = deadline
-                deadline += FRAME_S
-                delay = deadline - self._loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                elif delay < -0.2:  # starved (loop overloaded): resync instead of bursting
-                    deadline = self._loop.time()
-            return not self.closed.is_set()
+            if self.closed.is_set() or (interrupt is not None and interrupt.is_set()):
+                return False
+            if stop_on_dtmf and self._dtmf_since_play:
+                return False
+            if not pcm:
+                return True
+            if len(pcm) % FRAME_BYTES:
+                pcm += bytes(FRAME_BYTES - len(pcm) % FRAME_BYTES)
+            clock = MediaClock.for_loop(self._loop)
+            playback = Playback(self, self._codec.encode(pcm), FRAME_SAMPLES, self._loop.create_future())
+            self._play_pcm = pcm
+            self._play_pt = self.payload_type
+            self._play_interrupt = interrupt
+            self._play_stop_on_dtmf = stop_on_dtmf
+            self._playback = playback
+            clock.start(playback)
+            waiter: asyncio.Task[bool] | None = None
+            if interrupt is not None:  # stop at once, not only at the next tick
+                waiter = self._loop.create_task(interrupt.wait())
+                waiter.add_done_callback(lambda f: None if f.cancelled() else clock.stop(playback, False))
+            try:
+                played = await playback.done
+            finally:
+                if waiter is not None:
+                    waiter.cancel()
+                clock.stop(playback, False)
+                self._playback = None
+                self._play_interrupt = None
+                self._play_pcm = b""
+            return played and not self.closed.is_set()
+
+    # called by the MediaClock on each tick, for the playing prompt
+    def _clock_send(self, payload: bytes, first: bool, slot: float, index: int) -> bool:
+        if self.closed.is_set() or (self._play_interrupt is not None and self._play_interrupt.is_set()):
+            return False
+        if self._play_stop_on_dtmf and self._dtmf_since_play:
+            return False
+        if first:
+            self._start_talkspurt(slot)
+        if self.payload_type != self._play_pt:  # a re-INVITE switched µ-law/A-law mid-prompt
+            payload = self._codec.encode(self._play_pcm[index * FRAME_BYTES:(index + 1) * FRAME_BYTES])
+        self._send_packet(self.payload_type, payload, self._ts, first)
+        if self._sinks:
+            self._tee(MediaDirection.TX, self._play_pcm[index * FRAME_BYTES:(index + 1) * FRAME_BYTES], slot)
+        self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
+        self._last_send_at = slot + FRAME_S
+        return True
+
+    def _clock_late(self, lateness_s: float) -> None:
+        self.max_send_lateness_s = max(self.max_send_lateness_s, lateness_s)
 
     async def send_dtmf(self, digit: str, duration_ms: int = 160) -> None:
         """Send one RFC 4733 digit: an update every 20 ms, then three end packets."""
@@ -337,7 +376,7 @@ class RtpSession:
         if self.dtmf_payload_type < 0:
             raise RuntimeError("the far end did not accept telephone-event")
         async with self._send_lock:
-            self._start_talkspurt()
+            self._start_talkspurt(self._loop.time())
             ts = self._ts
             total = max(FRAME_SAMPLES, duration_ms * SAMPLE_RATE // 1000)
             dur = FRAME_SAMPLES
@@ -360,6 +399,8 @@ class RtpSession:
             return
         self.closed.set()
         self._readable.set()
+        if self._playback is not None:
+            MediaClock.for_loop(self._loop).stop(self._playback, False)
         for ep in (self._rtp, self._rtcp):
             if ep.transport is not None:
                 ep.transport.close()
