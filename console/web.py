@@ -162,6 +162,20 @@ def render(request: web.Request, template: str, context: dict[str, Any], status:
     return aiohttp_jinja2.render_template(template, request, base, status=status, app_key=JINJA)
 
 
+EVENT_LABELS = {
+    "created": "创建", "assigned": "分派", "acknowledged": "认领", "resolved": "解决",
+    "raised_to_supervisor": "超时上报上级", "contact_call_queued": "呼叫联系人", "contact_declined": "联系人未接受",
+    "contact_accepted": "联系人已接受", "contacts_exhausted": "联系人均未接受",
+}
+
+
+def actor_label(actor: str) -> str:
+    if actor == "system":
+        return "系统"
+    kind, _, ident = actor.partition(":")
+    return {"staff": f"工作人员#{ident}", "contact": f"联系人#{ident}"}.get(kind, actor)
+
+
 def setup_templates(app: web.Application, tz: str) -> None:
     zone = ZoneInfo(tz)
 
@@ -171,4 +185,6 @@ def setup_templates(app: web.Application, tz: str) -> None:
     env = aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("console", "templates"), app_key=JINJA,
                                autoescape=jinja2.select_autoescape(default=True))
     env.filters["local"] = local
+    env.filters["event_label"] = lambda kind: EVENT_LABELS.get(kind, kind)
+    env.filters["actor_label"] = actor_label
     env.globals["STATIC"] = "/static/console"
