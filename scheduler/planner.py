@@ -1,34 +1,56 @@
 """The planner: stream elders in batches, ask the policy, write due check-ins idempotently.
 
-Inserts use ``INSERT … ON CONFLICT (elder_id, slot) DO NOTHING`` (SQLite and PostgreSQL; on
-PostgreSQL rows go through ``COPY`` into a temporary table first, for speed), so re-running a
-tick, or two planners racing, never creates a second call for a slot. Memory stays flat: one
-batch of elders (keyset pagination by id) is in memory at a time.
+Inserts use ``INSERT … ON CONFLICT (elder_id, slot) DO NOTHING`` (SQLite: one ``executemany`` per
+batch on the driver cursor; PostgreSQL: ``COPY`` into a temporary table, then one INSERT … SELECT),
+so re-running a tick, or two planners racing, never creates a second call for a slot. Memory stays
+flat: one batch of elders (keyset pagination by id) is in memory at a time. The policy runs once
+per class of elder, not once per elder (see :class:`ClassPlanner`).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
+import math
 import time as _time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Integer, func, or_, select, type_coerce, update
+from sqlalchemy import Integer, String, Text, func, or_, select, text, type_coerce, update
+from sqlalchemy import cast as sa_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.config import PolicySet
-from scheduler.policy import ActiveEvent, ElderFacts, History, PlannedCheckIn, home_visit_months, plan_elder
+from scheduler.config import Cadence, Policy, PolicySet
+from scheduler.policy import (
+    ActiveEvent,
+    ElderFacts,
+    History,
+    PlannedCheckIn,
+    _local_midnight,
+    effective_tier,
+    home_visit_months,
+    periods,
+    plan_elder,
+    routine_cadence,
+)
 from scheduler.queue import OPEN, _record_many, cancel, write_session
+from scheduler.windows import LOCAL_TZ, allowed_windows
 from storage.enums import CheckInStatus as S
 from storage.enums import ConsentStatus, ElderStatus, EventKind, RiskTier
-from storage.models import CheckIn, Elder, HomeVisitTask, Region, SurgeEvent, SurgeEventRegion
+from storage.models import (
+    CheckIn,
+    CheckInTransition,
+    Elder,
+    HomeVisitTask,
+    Region,
+    SurgeEvent,
+    SurgeEventRegion,
+)
 from storage.models.base import mask_to_categories
 
 log = logging.getLogger(__name__)
@@ -43,6 +65,7 @@ class PlanResult:
     home_tasks: int = 0
     promoted: int = 0  # planned → due
     cancelled: int = 0
+    revived: int = 0  # cancelled by the planner earlier, wanted again
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -74,16 +97,24 @@ def _region_filter(paths: list[str]) -> Any:
     return or_(*[or_(Region.path == p, Region.path.like(p + "/%")) for p in paths])
 
 
-def iter_elder_batches(
-    sessions: sessionmaker[Session], *, region_paths: list[str] | None = None, elder_ids: list[int] | None = None,
-    batch: int = BATCH, history_since: datetime | None = None,
-) -> Iterator[list[tuple[ElderFacts, History]]]:
-    """Active elders in id order, ``batch`` at a time, each with its visit history."""
+# -- reading elders ------------------------------------------------------------------------
+
+_RawElder = tuple[int, str, int, str, str | None, datetime | None, str]
+_Hist = dict[int, tuple[datetime | None, int]]
+
+
+def _raw_batches(
+    sessions: sessionmaker[Session], *, region_paths: list[str] | None, elder_ids: list[int] | None, batch: int,
+    history_since: datetime | None,
+) -> Iterator[tuple[list[Any], _Hist]]:
+    """Active elders as plain rows (id, path, mask, tier, call_windows JSON text, pause_until, consent),
+    ``batch`` at a time in id order (keyset pagination), with each batch's visit history."""
     last = 0
     while True:
         with sessions() as s:
-            q = (select(Elder.id, Region.path, type_coerce(Elder.categories, Integer).label("mask"), Elder.risk_tier,
-                        Elder.call_windows, Elder.pause_until, Elder.consent_status)
+            q = (select(Elder.id, Region.path, type_coerce(Elder.categories, Integer),
+                        type_coerce(Elder.risk_tier, String), sa_cast(Elder.call_windows, Text), Elder.pause_until,
+                        type_coerce(Elder.consent_status, String))
                  .join(Region, Region.id == Elder.region_id)
                  .where(Elder.status == ElderStatus.ACTIVE, Elder.id > last)
                  .order_by(Elder.id).limit(batch))
@@ -91,10 +122,10 @@ def iter_elder_batches(
                 q = q.where(_region_filter(region_paths))
             if elder_ids is not None:
                 q = q.where(Elder.id.in_(elder_ids))
-            rows = s.execute(q).all()
+            rows: list[Any] = s.connection().execute(q).fetchall()
             if not rows:
                 return
-            lo, hi = rows[0].id, rows[-1].id
+            lo, hi = rows[0][0], rows[-1][0]
             hq = (select(CheckIn.elder_id,
                          func.max(CheckIn.completed_at).filter(CheckIn.status == S.DONE).label("done"),
                          func.count().filter(CheckIn.status.in_(OPEN)).label("open"))
@@ -102,62 +133,268 @@ def iter_elder_batches(
                   .group_by(CheckIn.elder_id))
             if history_since is not None:
                 hq = hq.where(or_(CheckIn.status.in_(OPEN), CheckIn.completed_at >= history_since))
-            hist = {h.elder_id: History(h.done, int(h.open or 0)) for h in s.execute(hq)}
-        empty = History()
-        yield [(ElderFacts(r.id, r.path, _cats(r.mask or 0), RiskTier(r.risk_tier), tuple(r.call_windows or ()),
-                           r.pause_until, ConsentStatus(r.consent_status), ElderStatus.ACTIVE),
-                hist.get(r.id, empty)) for r in rows]
+            hist = {h[0]: (h[1], int(h[2] or 0)) for h in s.connection().execute(hq)}
+        yield rows, hist
         last = hi
         if len(rows) < batch:
             return
 
 
+@lru_cache(maxsize=4096)
+def _windows_of(raw: str | None) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    try:
+        v = json.loads(raw)
+    except ValueError:
+        return ()
+    return tuple(str(w) for w in v) if isinstance(v, list) else ()
+
+
+def _facts(r: Any, elder_id: int | None = None, pause: datetime | None = None) -> ElderFacts:
+    return ElderFacts(r[0] if elder_id is None else elder_id, r[1], _cats(r[2] or 0), RiskTier(r[3]),
+                      _windows_of(r[4]), r[5] if elder_id is None else pause, ConsentStatus(r[6]),
+                      ElderStatus.ACTIVE)
+
+
+def iter_elder_batches(
+    sessions: sessionmaker[Session], *, region_paths: list[str] | None = None, elder_ids: list[int] | None = None,
+    batch: int = BATCH, history_since: datetime | None = None,
+) -> Iterator[list[tuple[ElderFacts, History]]]:
+    """Active elders in id order, ``batch`` at a time, each with its visit history."""
+    empty = History()
+    for rows, hist in _raw_batches(sessions, region_paths=region_paths, elder_ids=elder_ids, batch=batch,
+                                   history_since=history_since):
+        yield [(_facts(r), History(*hist[r[0]]) if r[0] in hist else empty) for r in rows]
+
+
+# -- plans per class of elder --------------------------------------------------------------
+#
+# ``plan_elder`` depends on the elder's id only through a few residues (which day of the spread,
+# which 15-minute step of which window, which surge bucket), so two elders of the same class —
+# same policy, events, tier, windows, consent, pause and (normalised) history — whose ids are
+# congruent modulo M get the same check-ins. The planner computes each (class, id mod M) plan once
+# and stamps it with the elder id: 10⁶ elders cost a few thousand policy evaluations, not 10⁶.
+
+_MAX_MODULUS = 20000
+
+
+def _lcm(values: list[int]) -> int:
+    out = 1
+    for v in values:
+        out = out * v // math.gcd(out, v)
+    return out
+
+
+_SPANS = {Cadence.MONTHLY: (28, 29, 30, 31), Cadence.BIWEEKLY: (13, 14, 15, 16), Cadence.WEEKLY: (7,),
+          Cadence.TWICE_WEEKLY: (3, 4), Cadence.DAILY: (1,), Cadence.TWICE_DAILY: (1,)}
+
+
+def id_modulus(policy: Policy, n_windows: int) -> int | None:
+    """M such that plan_elder(id) and plan_elder(id + M) differ only in the id (None: too large)."""
+    mods = [4, n_windows * 8]
+    for cad in Cadence:
+        spread = policy.cadence.spread_days.get(cad.value, 1)
+        mods.append(spread * n_windows * 8)
+        mods.extend(min(spread, span) for span in _SPANS[cad])
+    m = _lcm(mods)
+    return m if m <= _MAX_MODULUS else None
+
+
+@dataclass(slots=True)
+class _Tpl:
+    plans: list[PlannedCheckIn]  # with elder_id = the phase
+    params: list[Any]  # per check-in: the database values after elder_id (tuple) or a COPY line tail (str)
+
+
+class _Class:
+    __slots__ = ("boundaries", "cats", "m", "policy", "r", "simple", "tasks", "tpls")
+
+    def __init__(self, policy: Policy, r: Any, boundaries: tuple[date, ...], m: int | None, tasks: list[Any]) -> None:
+        self.policy, self.r, self.boundaries, self.m, self.tasks = policy, r, boundaries, m, tasks
+        self.simple: dict[int, _Tpl] = {}
+        self.tpls: dict[tuple[Any, ...], _Tpl] = {}
+
+
+class ClassPlanner:
+    """Plans elders by class (see above); ``expand`` turns a batch of raw rows into insert rows."""
+
+    def __init__(self, policies: PolicySet, start: datetime, end: datetime, now: datetime, *,
+                 events: list[ActiveEvent], dialect: str, home_tasks: bool = True) -> None:
+        self.policies, self.start, self.end, self.now, self.events = policies, start, end, now, events
+        self.pg = dialect == "postgresql"
+        self.home_tasks = home_tasks
+        self.floor0 = max(start, now)
+        self._paths: dict[str, tuple[Any, ...]] = {}
+        self._pols: dict[int, Policy] = {}
+        self._classes: dict[tuple[Any, ...], _Class] = {}
+        self._enc = _Encoder(dialect, now)
+        self.builds = 0
+
+    def _path_key(self, path: str) -> tuple[Any, ...]:
+        pk = self._paths.get(path)
+        if pk is None:
+            pol = self.policies.for_path(path)
+            covering = tuple(e.id for e in self.events if e.covers(path))
+            self._pols[id(pol)] = pol
+            pk = self._paths[path] = (id(pol), covering)
+        return pk
+
+    def _class(self, key: tuple[Any, ...], r: Any) -> _Class:
+        pol = self._pols[key[0][0]]
+        windows = allowed_windows(_windows_of(r[4]), pol)
+        tier = effective_tier(_cats(r[2] or 0), RiskTier(r[3]))
+        cads = [routine_cadence(tier, pol)]
+        if any(e.kind is EventKind.LOCKDOWN and e.id in key[0][1] for e in self.events):
+            cads.append(cads[0].doubled())
+        first = self.start.astimezone(LOCAL_TZ).date()
+        last = (self.end - timedelta(microseconds=1)).astimezone(LOCAL_TZ).date()
+        marks = {p[1] for c in cads for p in periods(c, first, last)}
+        marks.add(self.now.astimezone(LOCAL_TZ).date().replace(day=1))
+        facts = _facts(r)
+        tasks = []
+        if self.home_tasks:
+            tasks = [self._enc.task(month, due) for month, due in home_visit_months(facts, self.start, self.end)]
+        c = _Class(pol, r, tuple(sorted(marks)), id_modulus(pol, len(windows)), tasks)
+        self._classes[key] = c
+        return c
+
+    def _hist_key(self, c: _Class, h: tuple[datetime | None, int]) -> tuple[date | None, bool]:
+        done, open_items = h
+        norm = None
+        if done is not None:
+            d = done.astimezone(LOCAL_TZ).date()
+            for b in c.boundaries:  # only which period boundaries it passed matters
+                if b <= d:
+                    norm = b
+                else:
+                    break
+        return norm, open_items > 0
+
+    def _build(self, c: _Class, r: Any, phase: int, pause: datetime | None, hk: tuple[date | None, bool]) -> _Tpl:
+        self.builds += 1
+        hist = History(_local_midnight(hk[0]) if hk[0] is not None else None, 1 if hk[1] else 0)
+        plans = plan_elder(_facts(r, phase, pause), self.start, self.end, now=self.now, policy=c.policy,
+                           events=self.events, history=hist)
+        return _Tpl(plans, [self._enc.checkin(p) for p in plans])
+
+    def expand(self, rows: list[Any], hist: _Hist, want_plans: bool = False
+               ) -> tuple[list[Any], list[Any], int, list[PlannedCheckIn]]:
+        """(check-in rows, home-task rows, number planned, the plans when asked for)."""
+        out: list[Any] = []
+        tasks: list[Any] = []
+        plans: list[PlannedCheckIn] = []
+        planned = 0
+        paths, classes, pg, floor0 = self._paths, self._classes, self.pg, self.floor0
+        for r in rows:
+            eid = r[0]
+            pk = paths.get(r[1]) or self._path_key(r[1])
+            key = (pk, r[2], r[3], r[4], r[6])
+            c = classes.get(key) or self._class(key, r)
+            if r[6] == "withdrawn":
+                continue
+            pause = r[5] if r[5] is not None and r[5] > floor0 else None
+            h = hist.get(eid)
+            if c.m is None:
+                tpl = self._build(c, r, eid, pause, self._hist_key(c, h) if h else (None, False))
+                phase = eid
+            elif pause is None and h is None:
+                phase = eid % c.m
+                tpl = c.simple.get(phase) or c.simple.setdefault(phase, self._build(c, r, phase, None, (None, False)))
+            else:
+                phase = eid % c.m
+                hk = self._hist_key(c, h) if h else (None, False)
+                k = (phase, pause, hk)
+                tpl = c.tpls.get(k) or c.tpls.setdefault(k, self._build(c, r, phase, pause, hk))
+            if tpl.plans:
+                planned += len(tpl.plans)
+                if pg:
+                    prefix = f"{eid}\t"
+                    out.extend([prefix + t for t in tpl.params])
+                else:
+                    out.extend([(eid, *t) for t in tpl.params])
+                if want_plans:
+                    plans.extend([replace(p, elder_id=eid) for p in tpl.plans] if phase != eid else tpl.plans)
+            if c.tasks:
+                tasks.extend([(eid, *t) for t in c.tasks])
+        return out, tasks, planned, plans
+
+
+# -- writing -------------------------------------------------------------------------------
+
 _COLS = ("elder_id", "slot", "kind", "status", "priority", "due_at", "next_attempt_at", "ignore_call_window",
          "reasons", "dialog_flags", "attempts", "version", "created_at", "updated_at")
+_TASK_COLS = ("elder_id", "month", "due_at", "status", "created_at", "updated_at")
 
 
-def _rows(plan: list[PlannedCheckIn], now: datetime) -> list[dict[str, Any]]:
-    return [{"elder_id": p.elder_id, "slot": p.slot, "kind": p.kind,
-             "status": S.DUE if p.due_at <= now else S.PLANNED, "priority": p.priority, "due_at": p.due_at,
-             "next_attempt_at": p.due_at, "ignore_call_window": p.ignore_call_window, "reasons": list(p.reasons),
-             "dialog_flags": p.dialog_flags, "attempts": 0, "version": 0, "created_at": now, "updated_at": now}
-            for p in plan]
+class _Encoder:
+    """Database-ready values, computed once per class plan (SQLAlchemy's own bind processors on
+    SQLite, so stored values are exactly what the ORM writes; COPY text on PostgreSQL)."""
+
+    def __init__(self, dialect_name: str, now: datetime) -> None:
+        self.pg = dialect_name == "postgresql"
+        self.now = now
+        dialect = (postgresql if self.pg else sqlite).dialect()
+        self._procs = {c.name: c.type.dialect_impl(dialect).bind_processor(dialect) for c in CheckIn.__table__.columns}
+
+    def _db(self, col: str, v: Any) -> Any:
+        proc = self._procs[col]
+        return proc(v) if proc is not None else v
+
+    def checkin(self, p: PlannedCheckIn) -> Any:
+        values = {"slot": p.slot, "kind": p.kind, "status": S.DUE if p.due_at <= self.now else S.PLANNED,
+                  "priority": p.priority, "due_at": p.due_at, "next_attempt_at": p.due_at,
+                  "ignore_call_window": p.ignore_call_window, "reasons": list(p.reasons),
+                  "dialog_flags": p.dialog_flags, "attempts": 0, "version": 0, "created_at": self.now,
+                  "updated_at": self.now}
+        if self.pg:
+            return "\t".join(_pg_text(values[c]) for c in _COLS[1:])
+        return tuple(self._db(c, values[c]) for c in _COLS[1:])
+
+    def task(self, month: str, due: datetime) -> tuple[Any, ...]:
+        return (month, due, "open", self.now, self.now)
 
 
 def insert_checkins(session: Session, rows: list[dict[str, Any]]) -> int:
     """Insert, skipping (elder, slot) pairs that exist; returns how many rows were new."""
     if not rows:
         return 0
-    if session.get_bind().dialect.name == "postgresql":
-        return _pg_copy_insert(session, rows)
-    stmt = sqlite.insert(CheckIn).on_conflict_do_nothing(index_elements=["elder_id", "slot"])
-    res = cast(CursorResult[Any], session.connection().execute(stmt, rows))
-    return max(int(res.rowcount or 0), 0)
-
-
-def _pg_copy_insert(session: Session, rows: list[dict[str, Any]]) -> int:
-    conn = session.connection()
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    cur = raw.cursor()
-    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS _plan_in ON COMMIT DELETE ROWS AS "
-                f"SELECT {', '.join(_COLS)} FROM checkins WITH NO DATA")
-    buf = io.StringIO()
+    now = rows[0]["created_at"]
+    enc = _Encoder(session.get_bind().dialect.name, now)
+    out: list[Any] = []
     for r in rows:
-        buf.write("\t".join(_pg_text(r[c]) for c in _COLS))
-        buf.write("\n")
-    with cur.copy(f"COPY _plan_in ({', '.join(_COLS)}) FROM STDIN") as cp:
-        cp.write(buf.getvalue())
-    cur.execute(
-        f"INSERT INTO checkins ({', '.join(_COLS)}) SELECT {', '.join(_COLS)} FROM _plan_in "
-        "ON CONFLICT (elder_id, slot) DO NOTHING"
-    )
-    n = cur.rowcount
-    cur.execute("TRUNCATE _plan_in")
-    return max(int(n or 0), 0)
+        p = PlannedCheckIn(r["elder_id"], r["slot"], r["kind"], r["due_at"], r["priority"], tuple(r["reasons"]),
+                           r["dialog_flags"], r["ignore_call_window"])
+        t = enc.checkin(p)
+        out.append(f"{r['elder_id']}\t{t}" if enc.pg else (r["elder_id"], *t))
+    return _write_checkins(session, out)
+
+
+def _write_checkins(session: Session, out: list[Any]) -> int:
+    if not out:
+        return 0
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    if session.get_bind().dialect.name == "postgresql":
+        cur = raw.cursor()
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS _plan_in ON COMMIT DELETE ROWS AS "
+                    f"SELECT {', '.join(_COLS)} FROM checkins WITH NO DATA")
+        with cur.copy(f"COPY _plan_in ({', '.join(_COLS)}) FROM STDIN") as cp:
+            cp.write("\n".join(out) + "\n")
+        cur.execute(f"INSERT INTO checkins ({', '.join(_COLS)}) SELECT {', '.join(_COLS)} FROM _plan_in "
+                    "ON CONFLICT (elder_id, slot) DO NOTHING")
+        n = cur.rowcount
+        cur.execute("TRUNCATE _plan_in")
+        return max(int(n or 0), 0)
+    before = raw.total_changes
+    raw.executemany(f"INSERT INTO checkins ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))}) "
+                    "ON CONFLICT (elder_id, slot) DO NOTHING", out)
+    return int(raw.total_changes - before)
 
 
 def _pg_text(v: Any) -> str:
+    if v is None:
+        return "\\N"
     if isinstance(v, bool):
         return "t" if v else "f"
     if isinstance(v, datetime):
@@ -166,17 +403,35 @@ def _pg_text(v: Any) -> str:
         s = json.dumps(v, ensure_ascii=False)
     else:
         s = str(v.value if hasattr(v, "value") else v)
-    return s.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+    return s.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _write_tasks(session: Session, rows: list[tuple[Any, ...]]) -> int:
+    """Home-visit tasks, skipping (elder, month) pairs that exist; returns the number of new rows."""
+    if not rows:
+        return 0
+    if session.get_bind().dialect.name == "postgresql":
+        cols = list(zip(*rows, strict=True))
+        res = session.execute(text(
+            f"INSERT INTO home_visit_tasks ({', '.join(_TASK_COLS)}) "
+            "SELECT * FROM unnest(CAST(:a AS integer[]), CAST(:b AS varchar[]), CAST(:c AS timestamptz[]), "
+            "CAST(:d AS varchar[]), CAST(:e AS timestamptz[]), CAST(:f AS timestamptz[])) "
+            "ON CONFLICT (elder_id, month) DO NOTHING RETURNING 1"),
+            {k: list(v) for k, v in zip("abcdef", cols, strict=True)})
+        return len(res.all())
+    stmt = sqlite.insert(HomeVisitTask).on_conflict_do_nothing(index_elements=["elder_id", "month"])
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    before = raw.total_changes
+    session.connection().execute(stmt, [dict(zip(_TASK_COLS, r, strict=True)) for r in rows])
+    return int(raw.total_changes - before)
 
 
 def insert_home_tasks(session: Session, rows: list[dict[str, Any]]) -> int:
-    if not rows:
-        return 0
-    mod = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = mod.insert(HomeVisitTask).on_conflict_do_nothing(index_elements=["elder_id", "month"])
-    res = cast(CursorResult[Any], session.connection().execute(stmt, rows))
-    return max(int(res.rowcount or 0), 0)
+    return _write_tasks(session, [tuple(r[c] for c in _TASK_COLS) for r in rows])
 
+
+# -- planning ------------------------------------------------------------------------------
 
 def plan_range(
     sessions: sessionmaker[Session], start: datetime, end: datetime, now: datetime, policies: PolicySet, *,
@@ -184,49 +439,89 @@ def plan_range(
     dry_run: bool = False, sink: Callable[[PlannedCheckIn], None] | None = None, home_tasks: bool = True,
     reconcile_surge: bool = False,
 ) -> PlanResult:
-    """Plan ``[start, end)`` for active elders (optionally only some regions / ids)."""
+    """Plan ``[start, end)`` for active elders (optionally only some regions / ids).
+
+    With ``reconcile_surge`` (re-planning after an event changed) open surge and routine
+    check-ins in the range that the policy no longer wants are cancelled, and ones the planner
+    itself cancelled earlier that are wanted again are revived (same (elder, slot) row).
+    """
     t0 = _time.perf_counter()
     result = PlanResult()
     with sessions() as s:
         events = load_events(s, start, end)
+        dialect = s.get_bind().dialect.name
+    cp = ClassPlanner(policies, start, end, now, events=events, dialect=dialect, home_tasks=home_tasks)
     history_since = start - timedelta(days=62)
-    for chunk in iter_elder_batches(sessions, region_paths=region_paths, elder_ids=elder_ids, batch=batch,
-                                    history_since=history_since):
-        plans: list[PlannedCheckIn] = []
-        tasks: list[dict[str, Any]] = []
-        for elder, hist in chunk:
-            pol = policies.for_path(elder.region_path)
-            plans.extend(plan_elder(elder, start, end, now=now, policy=pol, events=events, history=hist))
-            if home_tasks:
-                tasks.extend({"elder_id": elder.id, "month": month, "due_at": due, "status": "open",
-                              "created_at": now, "updated_at": now}
-                             for month, due in home_visit_months(elder, start, end))
-        result.elders += len(chunk)
-        result.planned += len(plans)
+    want_plans = sink is not None or reconcile_surge
+    for rows, hist in _raw_batches(sessions, region_paths=region_paths, elder_ids=elder_ids, batch=batch,
+                                   history_since=history_since):
+        out, tasks, planned, plans = cp.expand(rows, hist, want_plans)
+        result.elders += len(rows)
+        result.planned += planned
         if sink is not None:
             for p in plans:
                 sink(p)
         if dry_run:
             continue
         with write_session(sessions) as s:
-            result.inserted += insert_checkins(s, _rows(plans, now))
-            result.home_tasks += insert_home_tasks(s, tasks)
+            result.inserted += _write_checkins(s, out)
+            result.home_tasks += _write_tasks(s, tasks)
             if reconcile_surge:
-                result.cancelled += _reconcile_surge(s, [e.id for e, _ in chunk], plans, now)
+                c, r = _reconcile(s, [r[0] for r in rows], plans, now, end)
+                result.cancelled += c
+                result.revived += r
     result.seconds = _time.perf_counter() - t0
+    log.debug("planned with %d class plans", cp.builds, extra={"action": "plan_classes"})
     return result
 
 
-def _reconcile_surge(session: Session, elder_ids: list[int], plans: list[PlannedCheckIn], now: datetime) -> int:
-    """Cancel open surge check-ins the policy no longer wants (event cancelled, ended or shrunk)."""
-    wanted = {(p.elder_id, p.slot) for p in plans if p.kind == "surge"}
+_PLANNER = "planner"
+
+
+def _reconcile(session: Session, elder_ids: list[int], plans: list[PlannedCheckIn], now: datetime,
+               until: datetime) -> tuple[int, int]:
+    """Bring open surge/routine check-ins due in ``[now, until)`` in line with ``plans``.
+
+    Cancelled: surge calls no longer wanted (event cancelled, ended or shrunk) and routine calls a
+    surge schedule supersedes (a lockdown's doubled cadence, a surge call that day). Revived: rows
+    the planner itself cancelled whose slot is wanted again (another event still covers the day),
+    since the (elder, slot) key would make a fresh insert a no-op.
+    """
+    wanted = {(p.elder_id, p.slot): p for p in plans if p.kind in ("surge", "routine")}
     rows = session.execute(
-        select(CheckIn.id, CheckIn.elder_id, CheckIn.slot)
-        .where(CheckIn.elder_id.in_(elder_ids), CheckIn.kind == "surge",
-               CheckIn.status.in_((S.PLANNED, S.DUE, S.RETRY_WAIT)), CheckIn.next_attempt_at >= now)
+        select(CheckIn.id, CheckIn.elder_id, CheckIn.slot, CheckIn.kind, CheckIn.status)
+        .where(CheckIn.elder_id.in_(elder_ids), CheckIn.kind.in_(("surge", "routine")),
+               CheckIn.status.in_((S.PLANNED, S.DUE, S.RETRY_WAIT, S.CANCELLED)),
+               CheckIn.due_at >= now, CheckIn.due_at < until)
     ).all()
-    stale = [r.id for r in rows if (r.elder_id, r.slot) not in wanted]
-    return cancel(session, stale, now, "planner", "预警/封控已解除或变更，取消加密探访")
+    stale = [r.id for r in rows if r.status is not S.CANCELLED and (r.elder_id, r.slot) not in wanted
+             and (r.kind == "surge" or r.status is not S.RETRY_WAIT)]
+    n_cancel = cancel(session, stale, now, _PLANNER, "预警/封控开始、变更或解除，按新的探访频率调整")
+    dead = {r.id: (r.elder_id, r.slot) for r in rows if r.status is S.CANCELLED and (r.elder_id, r.slot) in wanted}
+    if not dead:
+        return n_cancel, 0
+    # Only the planner's own cancellations come back (a call staff cancelled stays cancelled).
+    last_actor: dict[int, str] = {r[0]: r[1] for r in session.execute(
+        select(CheckInTransition.checkin_id, CheckInTransition.actor)
+        .where(CheckInTransition.checkin_id.in_(list(dead)), CheckInTransition.to_status == S.CANCELLED)
+        .order_by(CheckInTransition.id)
+    )}
+    revive = [i for i in dead if last_actor.get(i) == _PLANNER]
+    trans = []
+    for i in revive:
+        p = wanted[dead[i]]
+        to = S.DUE if p.due_at <= now else S.PLANNED
+        res = session.execute(
+            update(CheckIn).where(CheckIn.id == i, CheckIn.status == S.CANCELLED)
+            .values(status=to, priority=p.priority, due_at=p.due_at, next_attempt_at=p.due_at,
+                    ignore_call_window=p.ignore_call_window, reasons=list(p.reasons), dialog_flags=p.dialog_flags,
+                    attempts=0, lease_owner=None, lease_expires_at=None, outcome=None, completed_at=None,
+                    version=CheckIn.version + 1, updated_at=now))
+        if cast(CursorResult[Any], res).rowcount:
+            trans.append({"checkin_id": i, "from_status": S.CANCELLED, "to_status": to, "at": now,
+                          "actor": _PLANNER, "note": "仍有预警/封控需要此次探访，恢复"})
+    _record_many(session, trans)
+    return n_cancel, len(trans)
 
 
 def promote_due(sessions: sessionmaker[Session], now: datetime, limit: int = 50000) -> int:
@@ -252,19 +547,31 @@ def tick(sessions: sessionmaker[Session], now: datetime, policies: PolicySet, *,
     return result
 
 
+REPLAN_MAX = timedelta(days=62)
+
+
 def replan_event(sessions: sessionmaker[Session], event_id: int, now: datetime, policies: PolicySet, *,
-                 horizon: timedelta = timedelta(hours=48), batch: int = BATCH) -> PlanResult:
-    """Re-plan the elders an event covers (after it was declared, updated, cancelled or ended)."""
+                 horizon: timedelta = timedelta(hours=48), batch: int = BATCH,
+                 until: datetime | None = None) -> PlanResult:
+    """Re-plan the elders an event covers (after it was declared, updated, cancelled or ended).
+
+    The range runs from ``now`` to the latest of ``now + horizon``, the event's end and ``until``
+    (pass the event's *previous* end when it was shortened, so the calls it had added beyond the
+    new end are cancelled), at most 62 days.
+    """
     with sessions() as s:
         paths = list(s.scalars(select(Region.path).join(SurgeEventRegion, SurgeEventRegion.region_id == Region.id)
                                .where(SurgeEventRegion.event_id == event_id)))
+        ev_end = s.scalar(select(SurgeEvent.ends_at).where(SurgeEvent.id == event_id))
     if not paths:
         return PlanResult()
-    result = plan_range(sessions, now, now + horizon, now, policies, region_paths=paths, batch=batch,
+    end = max(now + horizon, *(t for t in (ev_end, until) if t is not None))
+    end = min(end, now + max(REPLAN_MAX, horizon))
+    result = plan_range(sessions, now, end, now, policies, region_paths=paths, batch=batch,
                         home_tasks=False, reconcile_surge=True)
     log.info("re-planned for event %s: %s", event_id, result.summary(), extra={"action": "plan_event"})
     return result
 
 
-__all__ = ["PlanResult", "insert_checkins", "iter_elder_batches", "load_events", "plan_range", "promote_due",
+__all__ = ["ClassPlanner", "PlanResult", "id_modulus", "insert_checkins", "insert_home_tasks", "iter_elder_batches", "load_events", "plan_range", "promote_due",
            "replan_event", "tick"]

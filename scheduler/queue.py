@@ -71,7 +71,8 @@ ALLOWED: dict[S | None, frozenset[S]] = {
     S.RETRY_WAIT: frozenset({S.DIALING, S.DUE, S.CANCELLED, S.UNREACHED}),
     S.DONE: frozenset(),
     S.UNREACHED: frozenset(),
-    S.CANCELLED: frozenset(),
+    # Only the planner revives a check-in it cancelled itself (an event changed back).
+    S.CANCELLED: frozenset({S.PLANNED, S.DUE}),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from storage.enums import CheckInStatus, Outcome
@@ -25,10 +25,23 @@ class CheckIn(TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("elder_id", "slot", name="uq_checkins_elder_slot"),
         Index("ix_checkins_claim", "status", "next_attempt_at", "priority"),
+        # The dispatch queue's head: claim() walks this in order (partial, so planned and
+        # finished rows cost nothing here; planned rows reach it when promoted to due).
+        Index("ix_checkins_ready", "priority", "next_attempt_at", "id",
+              postgresql_where=text("status IN ('due', 'retry_wait')"),
+              sqlite_where=text("status IN ('due', 'retry_wait')")),
+        # Partial: only rows that have a lease / are finished (planned rows skip both indexes).
+        Index("ix_checkins_lease_expires_at", "lease_expires_at",
+              postgresql_where=text("lease_expires_at IS NOT NULL"),
+              sqlite_where=text("lease_expires_at IS NOT NULL")),
+        Index("ix_checkins_completed_at", "completed_at",
+              postgresql_where=text("completed_at IS NOT NULL"),
+              sqlite_where=text("completed_at IS NOT NULL")),
+        # (elder_id has no index of its own: uq_checkins_elder_slot starts with it.)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    elder_id: Mapped[int] = mapped_column(ForeignKey("elders.id", ondelete="CASCADE"), index=True)
+    elder_id: Mapped[int] = mapped_column(ForeignKey("elders.id", ondelete="CASCADE"))
     slot: Mapped[str] = mapped_column(String(40))
     kind: Mapped[str] = mapped_column(String(24), default="routine")
     status: Mapped[CheckInStatus] = mapped_column(
@@ -44,9 +57,9 @@ class CheckIn(TimestampMixin, Base):
     dialog_flags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     outcome: Mapped[Outcome | None] = mapped_column(enum_column(Outcome, 24))
-    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     version: Mapped[int] = mapped_column(Integer, default=0)
 
     elder: Mapped[Elder] = relationship()
