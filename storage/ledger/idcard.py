@@ -113,5 +113,7 @@ def parse_id(raw: str, *, today: date | None = None) -> IdNumber:
 
 def make_id(region_code: str, born: date, sequence: int) -> str:
     """Build a valid ID number (for samples and tests): ``sequence`` 0–999, odd = male."""
+    if not 0 <= sequence <= 999 or len(region_code) != 6:
+        raise ValueError("region_code must be 6 digits and sequence 0–999")
     first17 = f"{region_code}{born:%Y%m%d}{sequence:03d}"
     return first17 + check_digit(first17)

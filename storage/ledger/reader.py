@@ -225,9 +225,9 @@ def read_csv(source: Path | BinaryIO) -> LedgerTable:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
 
     def rows() -> Iterator[tuple[int, Sequence[CellValue]]]:
-        # line_num counts physical lines, which is what Excel shows unless a cell spans lines.
-        for values in reader:
-            yield reader.line_num, list(values)
+        # Excel shows one row per record, even when a quoted cell spans several lines.
+        for number, values in enumerate(reader, start=1):
+            yield number, list(values)
 
     return _table(rows(), f"csv（{encoding}）", text.count("\n") + 1)
 

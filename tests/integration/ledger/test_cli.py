@@ -105,3 +105,13 @@ def test_template_and_export(cli_db: str, tmp_path: Path, capsys: pytest.Capture
 def test_missing_file(cli_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ledger", "import", "/nonexistent/台帐.xlsx"]) == 2
     assert "找不到台帐文件" in capsys.readouterr().err
+
+
+def test_progress_bar_on_large_files(cli_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [HEADER] + [row(n, 联系电话=f"137{n:08d}", 联系人电话=f"136{n:08d}") for n in range(1, 2101)]
+    path = write_csv(tmp_path / "big.csv", rows, encoding="gbk")
+    capsys.readouterr()
+    assert main(["ledger", "import", str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["created"] == 2100
+    assert "校验" in captured.err and "写入" in captured.err and "/2100" in captured.err

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +16,17 @@ HEADER = ["序号", "姓名", "性别", "身份证号", "出生日期", "联系�
           "老人类别", "紧急联系人", "联系人电话", "与老人关系", "语言", "知情同意"]
 
 
-def ident(n: int, born: date = date(1945, 3, 12), *, male: bool = False) -> str:
-    """A valid, distinctive ID number for test elder ``n``."""
-    seq = 100 + 2 * n + (1 if male else 0)
+def ident(n: int, born: date | None = None, *, male: bool = False) -> str:
+    """A valid, distinctive ID number for test elder ``n`` (born 1945-03-12, a day later per 400)."""
+    born = born or date(1945, 3, 12) + timedelta(days=n // 400)
+    seq = 100 + 2 * (n % 400) + (1 if male else 0)
     return make_id("230183", born, seq)
 
 
 def row(n: int, **over: Any) -> list[Any]:
     """A valid data row in HEADER order for test elder ``n``; keyword overrides by header name."""
     values: dict[str, Any] = {
-        "序号": n, "姓名": f"测试老人{n}", "性别": "女", "身份证号": ident(n), "出生日期": "1945-03-12",
+        "序号": n, "姓名": f"测试老人{n}", "性别": "女", "身份证号": ident(n), "出生日期": (date(1945, 3, 12) + timedelta(days=n // 400)).isoformat(),
         "联系电话": f"1390000{n:04d}", "住址": "青云村一组", "乡镇（街道）": "亚布力镇", "村（社区）": "青云村",
         "老人类别": "独居", "紧急联系人": f"儿子{n}", "联系人电话": f"1390001{n:04d}", "与老人关系": "儿子",
         "语言": "普通话", "知情同意": "是",

@@ -97,3 +97,14 @@ def test_unsupported_suffixes(tmp_path: Path) -> None:
     (tmp_path / "bad.xlsx").write_bytes(b"not a zip")
     with pytest.raises(LedgerFormatError, match="无法打开"):
         read_ledger(tmp_path / "bad.xlsx")
+
+
+def test_csv_row_numbers_count_records_like_excel(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "nl.csv", [HEADER, row(1, 住址="青云村\n一组"), row(2)])
+    assert _rows(path) == [(2, "测试老人1"), (3, "测试老人2")]
+
+
+def test_tab_separated_text(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text("\n".join("\t".join(str(v) for v in r) for r in [HEADER, row(1)]), encoding="utf-8")
+    assert _rows(path) == [(2, "测试老人1")]
