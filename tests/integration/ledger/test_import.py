@@ -193,3 +193,29 @@ def test_masked_export_has_no_clear_numbers_and_cannot_be_reimported(
     assert any("****" in c for c in cells)
     report = run(out, sessions, vault)
     assert report.errors and count(sessions, Elder) == 50
+
+
+def test_regions_reimport_renames_and_is_idempotent(sessions: sessionmaker[Session], county: str, tmp_path: Path) -> None:
+    from storage.db import transaction
+    from storage.models import Region
+    from storage.regions import import_regions, load_region_file
+
+    with transaction(sessions) as s:
+        again = import_regions(s, load_region_file(SAMPLES / "regions.yaml"))
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 13)
+    renamed = tmp_path / "r.yaml"
+    renamed.write_text((SAMPLES / "regions.yaml").read_text(encoding="utf-8").replace("红旗村", "红旗社区"), encoding="utf-8")
+    with transaction(sessions) as s:
+        result = import_regions(s, load_region_file(renamed))
+    assert (result.created, result.updated, result.unchanged) == (0, 1, 12)
+    with sessions() as s:
+        village = s.scalar(select(Region).where(Region.code == "230183102203"))
+        assert village is not None and village.name == "红旗社区"
+        assert village.path == "23/2301/230183/230183102/230183102203"
+
+
+def test_reveal_needs_the_vault(tmp_path: Path, sessions: sessionmaker[Session]) -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="vault"):
+        export_ledger(tmp_path / "x.xlsx", sessions, reveal=True)
