@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import queue
+import threading
 import time as _time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -122,7 +124,7 @@ def _raw_batches(
                 q = q.where(_region_filter(region_paths))
             if elder_ids is not None:
                 q = q.where(Elder.id.in_(elder_ids))
-            rows: list[Any] = s.connection().execute(q).fetchall()
+            rows: list[Any] = list(s.connection().execute(q).fetchall())
             if not rows:
                 return
             lo, hi = rows[0][0], rows[-1][0]
@@ -453,26 +455,75 @@ def plan_range(
     cp = ClassPlanner(policies, start, end, now, events=events, dialect=dialect, home_tasks=home_tasks)
     history_since = start - timedelta(days=62)
     want_plans = sink is not None or reconcile_surge
-    for rows, hist in _raw_batches(sessions, region_paths=region_paths, elder_ids=elder_ids, batch=batch,
-                                   history_since=history_since):
-        out, tasks, planned, plans = cp.expand(rows, hist, want_plans)
-        result.elders += len(rows)
-        result.planned += planned
-        if sink is not None:
-            for p in plans:
-                sink(p)
-        if dry_run:
-            continue
-        with write_session(sessions) as s:
-            result.inserted += _write_checkins(s, out)
-            result.home_tasks += _write_tasks(s, tasks)
-            if reconcile_surge:
+    batches = _raw_batches(sessions, region_paths=region_paths, elder_ids=elder_ids, batch=batch,
+                           history_since=history_since)
+    if dry_run or reconcile_surge:
+        for rows, hist in batches:
+            out, tasks, planned, plans = cp.expand(rows, hist, want_plans)
+            result.elders += len(rows)
+            result.planned += planned
+            if sink is not None:
+                for p in plans:
+                    sink(p)
+            if dry_run:
+                continue
+            with write_session(sessions) as s:
+                result.inserted += _write_checkins(s, out)
+                result.home_tasks += _write_tasks(s, tasks)
                 c, r = _reconcile(s, [r[0] for r in rows], plans, now, end)
                 result.cancelled += c
                 result.revived += r
+    else:
+        # Pipelined: a writer thread inserts batch k while this thread reads and plans batch k+1
+        # (the database releases the GIL while it works). At most two batches are in flight.
+        with _Writer(sessions, result) as writer:
+            for rows, hist in batches:
+                out, tasks, planned, plans = cp.expand(rows, hist, want_plans)
+                result.elders += len(rows)
+                result.planned += planned
+                if sink is not None:
+                    for p in plans:
+                        sink(p)
+                writer.put(out, tasks)
     result.seconds = _time.perf_counter() - t0
     log.debug("planned with %d class plans", cp.builds, extra={"action": "plan_classes"})
     return result
+
+
+class _Writer:
+    """One background thread writing (check-ins, tasks) batches, each in its own transaction."""
+
+    def __init__(self, sessions: sessionmaker[Session], result: PlanResult) -> None:
+        self.sessions, self.result = sessions, result
+        self.q: queue.Queue[tuple[list[Any], list[Any]] | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="planner-writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while (item := self.q.get()) is not None:
+            if self.error is not None:
+                continue  # drain after a failure
+            try:
+                with write_session(self.sessions) as s:
+                    self.result.inserted += _write_checkins(s, item[0])
+                    self.result.home_tasks += _write_tasks(s, item[1])
+            except BaseException as exc:  # re-raised in the planning thread
+                self.error = exc
+
+    def put(self, out: list[Any], tasks: list[Any]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put((out, tasks))
+
+    def __exit__(self, *exc: object) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
 
 
 _PLANNER = "planner"
