@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.crypto import Vault
@@ -332,6 +333,11 @@ def import_ledger(
         tx = session.begin()
         try:
             summary = apply_records(session, vault, result.records, now=now(), progress=progress)
+        except IntegrityError:
+            # Another import (or the console) added one of these elders meanwhile: nothing written.
+            tx.rollback()
+            report.errors.append(RowError(None, "", "", "导入期间有其他操作同时修改了老人档案，本次未写入任何数据；请重新导入"))
+            return report
         except BaseException:
             tx.rollback()
             raise
