@@ -15,14 +15,19 @@ from tanfang.settings import Settings
 
 # Modules under tanfang.cli that register sub-commands, in help order.
 COMMAND_MODULES: list[str] = [
-    "db",
-    "prompts",
+    "demo",
     "serve",
-    "regions", "ledger",
-    "nlu",
-    "plan", "events", "signals",
+    "db",
+    "regions",
+    "ledger",
+    "staff",
+    "plan",
+    "events",
+    "signals",
     "call",
-    "staff", "report",
+    "prompts",
+    "nlu",
+    "report",
 ]
 
 
