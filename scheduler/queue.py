@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import PolicySet, load_policy
@@ -58,6 +58,7 @@ from scheduler.windows import allowed_windows, in_window, next_window_start
 from storage.enums import CheckInStatus as S
 from storage.enums import Outcome
 from storage.models import CheckIn, CheckInTransition, Elder, Region
+from storage.models.base import UTCDateTime
 
 log = logging.getLogger(__name__)
 
@@ -191,25 +192,60 @@ def reap_expired(session: Session, now: datetime, actor: str = "lease-reaper") -
     return len(rows)
 
 
+HOUSEKEEPING_EVERY = timedelta(seconds=2)
+_HOUSEKEPT: dict[tuple[int, str], datetime] = {}
+_READY = text("checkins.status IN ('due', 'retry_wait')")  # literally the partial index's predicate
+
+
+def promote_ready(session: Session, now: datetime, limit: int = 1000, actor: str = "queue") -> int:
+    """``planned`` → ``due`` for up to ``limit`` items whose time has come (the planner's tick does
+    this in bulk; claim() does it too, so a planned item never waits for the next tick)."""
+    pick = select(CheckIn.id).where(CheckIn.status == S.PLANNED, CheckIn.next_attempt_at <= now)
+    pick = pick.order_by(CheckIn.next_attempt_at).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    ids = [r[0] for r in session.execute(
+        update(CheckIn).where(CheckIn.id.in_(pick.scalar_subquery()), CheckIn.status == S.PLANNED)
+        .values(status=S.DUE, version=CheckIn.version + 1, updated_at=now).returning(CheckIn.id)
+    ).all()]
+    _record_many(session, [{"checkin_id": i, "from_status": S.PLANNED, "to_status": S.DUE, "at": now,
+                            "actor": actor, "note": None} for i in ids])
+    return len(ids)
+
+
 def claim(
     session: Session, worker: str, n: int, lease: timedelta, now: datetime, *, policy: PolicySet | None = None,
 ) -> list[Claimed]:
-    """Claim up to ``n`` due check-ins for ``worker`` (see the module docstring)."""
+    """Claim up to ``n`` due check-ins for ``worker`` (see the module docstring).
+
+    The head of the queue is read through the partial index ``ix_checkins_ready`` (due and
+    retry_wait rows, in priority then time order), so a claim costs the same with 10 or 10⁶ items
+    waiting; planned items whose time has come are promoted to due first.
+    """
     policies = policy or _default_policy()
-    reap_expired(session, now)
-    pg = session.get_bind().dialect.name == "postgresql"
+    bind = session.get_bind()
+    key = (id(bind), str(getattr(bind, "url", "")))
+    last = _HOUSEKEPT.get(key)
+    if last is None or not (last <= now < last + HOUSEKEEPING_EVERY):
+        # Expired leases back to due, planned items whose time came to due: at most once per
+        # HOUSEKEEPING_EVERY of ``now`` per process (leases are minutes long; the tick promotes too).
+        reap_expired(session, now)
+        promote_ready(session, now, max(4 * n, 100))
+        _HOUSEKEPT[key] = now
+    pg = bind.dialect.name == "postgresql"
     claimed: list[Claimed] = []
     for _round in range(5):
         want = n - len(claimed)
         if want <= 0:
             break
+        limit = want + min(want, 8) + 2
         q = (
             select(CheckIn.id, CheckIn.status, CheckIn.ignore_call_window, Elder.call_windows, Region.path)
             .join(Elder, Elder.id == CheckIn.elder_id)
             .join(Region, Region.id == Elder.region_id)
-            .where(CheckIn.status.in_(CLAIMABLE), CheckIn.next_attempt_at <= now)
+            .where(_READY, CheckIn.next_attempt_at <= now)
             .order_by(CheckIn.priority, CheckIn.next_attempt_at, CheckIn.id)
-            .limit(want * 2 + 8)
+            .limit(limit)
         )
         if pg:
             q = q.with_for_update(skip_locked=True, of=CheckIn)
@@ -217,6 +253,7 @@ def claim(
         if not rows:
             break
         take: list[tuple[int, S]] = []
+        later: dict[datetime, list[int]] = {}
         for r in rows:
             if len(take) >= want:
                 break
@@ -227,11 +264,12 @@ def claim(
             if in_window(now, windows):
                 take.append((r.id, r.status))
             else:  # not callable now: move it to its window so it stops blocking the head
-                session.execute(update(CheckIn).where(CheckIn.id == r.id)
-                                .values(next_attempt_at=next_window_start(now, windows)))
+                later.setdefault(next_window_start(now, windows), []).append(r.id)
+        for at, ids in later.items():
+            session.execute(update(CheckIn).where(CheckIn.id.in_(ids)).values(next_attempt_at=at))
         if take:
             claimed.extend(_take(session, worker, take, lease, now))
-        if len(rows) < want * 2 + 8:
+        if len(rows) < limit:
             break
     return claimed
 
@@ -239,6 +277,43 @@ def claim(
 def _take(session: Session, worker: str, take: list[tuple[int, S]], lease: timedelta, now: datetime) -> list[Claimed]:
     ids = [i for i, _ in take]
     expires = now + lease
+    for _i, frm in take:
+        check_transition(frm, S.DIALING)
+    if session.get_bind().dialect.name == "postgresql":
+        # One round trip: the status change and its transition rows together.
+        res = session.execute(_PG_TAKE, {
+            "ids": ids, "olds": [str(f.value) for _i, f in take], "worker": worker, "expires": expires, "now": now,
+            "actor": worker[:64]}).all()
+    else:
+        res = _take_generic(session, worker, take, expires, now)
+    out = [Claimed(r.id, r.elder_id, r.version, r.kind, r.slot, r.priority, r.attempts, r.due_at, expires,
+                   r.ignore_call_window, list(r.reasons or []), dict(r.dialog_flags or {})) for r in res]
+    out.sort(key=lambda c: (c.priority, c.due_at, c.id))
+    return out
+
+
+_PG_TAKE = text("""
+WITH b AS (SELECT * FROM unnest(CAST(:ids AS integer[]), CAST(:olds AS varchar[])) AS b(id, old)),
+u AS (
+    UPDATE checkins SET status = 'dialing', lease_owner = :worker, lease_expires_at = :expires,
+           version = checkins.version + 1, updated_at = :now
+    FROM b WHERE checkins.id = b.id AND checkins.status IN ('planned', 'due', 'retry_wait')
+    RETURNING checkins.id, checkins.elder_id, checkins.version, checkins.kind, checkins.slot, checkins.priority,
+              checkins.attempts, checkins.due_at, checkins.ignore_call_window, checkins.reasons,
+              checkins.dialog_flags, b.old
+),
+t AS (
+    INSERT INTO checkin_transitions (checkin_id, from_status, to_status, at, actor, note)
+    SELECT u.id, u.old, 'dialing', :now, :actor, NULL FROM u
+)
+SELECT id, elder_id, version, kind, slot, priority, attempts, due_at, ignore_call_window, reasons, dialog_flags
+FROM u
+""").columns(due_at=UTCDateTime())
+
+
+def _take_generic(session: Session, worker: str, take: list[tuple[int, S]], expires: datetime,
+                  now: datetime) -> list[Any]:
+    ids = [i for i, _ in take]
     res = session.execute(
         update(CheckIn)
         .where(CheckIn.id.in_(ids), CheckIn.status.in_(CLAIMABLE))
@@ -253,10 +328,7 @@ def _take(session: Session, worker: str, take: list[tuple[int, S]], lease: timed
         {"checkin_id": r.id, "from_status": before[r.id], "to_status": S.DIALING, "at": now, "actor": worker,
          "note": None} for r in res
     ])
-    out = [Claimed(r.id, r.elder_id, r.version, r.kind, r.slot, r.priority, r.attempts, r.due_at, expires,
-                   r.ignore_call_window, list(r.reasons or []), dict(r.dialog_flags or {})) for r in res]
-    out.sort(key=lambda c: (c.priority, c.due_at, c.id))
-    return out
+    return list(res)
 
 
 # -- finishing -----------------------------------------------------------------------------
@@ -481,5 +553,5 @@ class Queue:
 __all__ = [
     "ALLOWED", "Claimed", "Completed", "Failed", "Failure", "InvalidTransition", "LeaseLost", "Queue",
     "QueueError", "RequestKind", "Requested", "UnreachedNotice", "cancel", "check_transition", "claim",
-    "complete", "fail", "heartbeat", "reap_expired", "release", "request_call", "write_session",
+    "complete", "fail", "heartbeat", "promote_ready", "reap_expired", "release", "request_call", "write_session",
 ]
