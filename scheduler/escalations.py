@@ -29,7 +29,7 @@ from storage.enums import (
     Severity,
     StaffRole,
 )
-from storage.models.checkin import CallAttempt, CheckIn
+from storage.models.checkin import CallAttempt, CheckIn, CheckInTransition
 from storage.models.elder import Contact, Elder
 from storage.models.escalation import Escalation, EscalationEvent, ResolutionKind, RotaEntry, Visit
 from storage.models.region import Region
@@ -316,7 +316,21 @@ def resolve(
     esc.due_at = esc.deadline_at
     _event(esc, now, "resolved", f"staff:{staff.id}", esc.resolution_note, before.value,
            EscalationStatus.RESOLVED.value, resolution=kind.value, visit_id=visit.id if visit else None)
+    _cancel_contact_calls(session, esc, now)
     return esc
+
+
+def _cancel_contact_calls(session: Session, esc: Escalation, now: datetime) -> None:
+    """A resolved case needs no more calls to the family: cancel those not yet dialled."""
+    pending = session.scalars(select(CheckIn).where(
+        CheckIn.elder_id == esc.elder_id, CheckIn.kind == "emergency_contact",
+        CheckIn.slot.like(f"esc{esc.id}-contact%"),
+        CheckIn.status.in_([CheckInStatus.PLANNED, CheckInStatus.DUE, CheckInStatus.RETRY_WAIT]))).all()
+    for ci in pending:
+        ci.transitions.append(CheckInTransition(from_status=ci.status, to_status=CheckInStatus.CANCELLED, at=now,
+                                                actor="escalations", note="事项已解决"))
+        ci.status = CheckInStatus.CANCELLED
+        ci.version += 1
 
 
 def raise_to_supervisor(session: Session, esc: Escalation, now: datetime,

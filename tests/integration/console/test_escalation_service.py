@@ -175,3 +175,16 @@ def test_resolution_requires_a_recorded_action(sessions: sessionmaker[Session], 
         assert esc.status is EscalationStatus.RESOLVED and esc.resolution_note == "已转镇卫生院上门"
         with pytest.raises(EscalationError, match="已解决"):
             resolve(s, esc, staff, clock(), ResolutionKind.REFERRAL, note="again")
+
+
+def test_resolving_an_emergency_cancels_pending_contact_calls(sessions: sessionmaker[Session], world: World,
+                                                              clock: Clock) -> None:
+    with sessions() as s, s.begin():
+        esc = create(s, world, clock, "li", Severity.P1, "sos:2", reason="着火了")
+        staff = s.get(Staff, world.staff["jia"])
+        assert staff is not None
+        resolve(s, esc, staff, clock(), ResolutionKind.REFERRAL, note="119 已到场，老人安全")
+    with sessions() as s:
+        ci = s.scalar(select(CheckIn).where(CheckIn.kind == "emergency_contact"))
+        assert ci is not None and ci.status is CheckInStatus.CANCELLED
+        assert [t.to_status for t in ci.transitions] == [CheckInStatus.CANCELLED]
