@@ -76,7 +76,8 @@ def _set_regions(session: Session, ev: SurgeEvent, regions: list[Region]) -> Non
     session.add_all(SurgeEventRegion(event_id=ev.id, region_id=r.id) for r in regions)
 
 
-def _apply(session: Session, alert: CapAlert, now: datetime) -> tuple[str, int | None, str]:
+def _apply(session: Session, alert: CapAlert, now: datetime,
+           old_ends: list[datetime] | None = None) -> tuple[str, int | None, str]:
     if session.scalar(select(SurgeEvent.id).where(SurgeEvent.external_id == alert.identifier)) is not None:
         return "duplicate", None, f"预警 {alert.identifier} 已导入过，忽略"
     referenced = list(session.scalars(select(SurgeEvent).where(SurgeEvent.external_id.in_(alert.references))))
@@ -104,6 +105,8 @@ def _apply(session: Session, alert: CapAlert, now: datetime) -> tuple[str, int |
     if ends <= alert.onset:
         raise CapError("expires 早于 onset")
     target = referenced[0] if (alert.msg_type == "Update" and referenced) else None
+    if old_ends is not None:
+        old_ends.extend(ev.ends_at for ev in referenced)
     if target is None:
         target = SurgeEvent(kind=EventKind.WEATHER, source="cap", external_id=alert.identifier, history=[entry],
                             title="", starts_at=alert.onset, ends_at=ends, created_by=alert.sender or "cap",
@@ -133,12 +136,14 @@ def import_cap(sessions: sessionmaker[Session], data: bytes, now: datetime, poli
                horizon: timedelta = timedelta(hours=48)) -> ImportResult:
     """Apply one CAP message (all or nothing), then re-plan the elders it covers."""
     alert = parse_cap(data)
+    old_ends: list[datetime] = []
     with write_session(sessions) as s:
-        action, event_id, message = _apply(s, alert, now)
+        action, event_id, message = _apply(s, alert, now, old_ends)
     log.info("cap %s: %s", action, alert.identifier, extra={"action": f"cap_{action}"})
     plan = None
     if event_id is not None and action in ("created", "updated", "cancelled"):
-        plan = replan_event(sessions, event_id, now, policies, horizon=horizon)
+        # An update may shorten the alert: re-plan up to its previous end so the extra calls go.
+        plan = replan_event(sessions, event_id, now, policies, horizon=horizon, until=max(old_ends, default=None))
     return ImportResult(action, event_id, message, plan)
 
 
@@ -179,9 +184,12 @@ def end_event(sessions: sessionmaker[Session], event_id: int, *, now: datetime, 
         if ev.status != "active" or ev.ends_at <= now:
             raise EventError(f"事件 {event_id}（{ev.title}）已结束，无需再结束")
         ev.status, ev.status_at, ev.status_note = "ended", now, f"由 {by} 结束"
+        old_end = ev.ends_at
         ev.ends_at = max(now, ev.starts_at)
         ev.history = [*ev.history, {"action": "end", "by": by, "at": now.isoformat()}]
-    return replan_event(sessions, event_id, now, policies, horizon=horizon)
+    # Up to the old end: the doubled/surge calls it had added are cancelled, superseded routine
+    # calls come back.
+    return replan_event(sessions, event_id, now, policies, horizon=horizon, until=old_end)
 
 
 def list_events(sessions: sessionmaker[Session], now: datetime, *, include_past: bool = False) -> list[EventView]:

@@ -1,0 +1,106 @@
+"""Re-planning when events change: revived slots and superseded routine calls (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.config import load_policy
+from scheduler.events import declare, end_event
+from scheduler.planner import plan_range
+from scheduler.queue import OPEN, cancel, write_session
+from scheduler.windows import LOCAL_TZ
+from storage.enums import Category, CheckInStatus, EventKind
+from storage.models import CheckIn, CheckInTransition
+from tests.integration.scheduler.data import add_elder, make_regions
+
+POL = load_policy()
+
+
+def L(*a: int) -> datetime:
+    return datetime(*a, tzinfo=LOCAL_TZ)
+
+
+@pytest.fixture
+def town(sessions: sessionmaker[Session]) -> dict[str, int]:
+    with sessions() as s, s.begin():
+        regs = make_regions(s)
+        return {
+            "general": add_elder(s, 1, regs["230183100"], {Category.EMPTY_NEST}),
+            "high": add_elder(s, 2, regs["230183100"], {Category.DISABLED, Category.LIVING_ALONE}),
+        }
+
+
+def rows(sessions: sessionmaker[Session], elder: int, kind: str) -> dict[str, CheckIn]:
+    with sessions() as s:
+        return {c.slot: c for c in s.scalars(select(CheckIn).where(CheckIn.elder_id == elder, CheckIn.kind == kind))}
+
+
+def cold_wave(sessions: sessionmaker[Session], frm: datetime, to: datetime, now: datetime, title: str) -> int:
+    ev, _ = declare(sessions, kind=EventKind.WEATHER, region_codes=["230183"], starts_at=frm, ends_at=to, now=now,
+                    policies=POL, by="staff:7", title=title, level="red", hazard="cold_wave")
+    return ev
+
+
+def test_cancelled_surge_day_is_revived_when_another_event_wants_it(sessions, town) -> None:
+    g = town["general"]
+    a = cold_wave(sessions, L(2026, 12, 3, 8), L(2026, 12, 7), L(2026, 12, 3, 8), "寒潮A")
+    assert {"X:D2026-12-05", "X:D2026-12-06"} <= set(rows(sessions, g, "surge"))
+    end_event(sessions, a, now=L(2026, 12, 3, 9), policies=POL, by="staff:7")
+    ended = rows(sessions, g, "surge")
+    assert ended["X:D2026-12-05"].status is CheckInStatus.CANCELLED
+
+    b = cold_wave(sessions, L(2026, 12, 5), L(2026, 12, 7), L(2026, 12, 3, 10), "寒潮B")
+    after = rows(sessions, g, "surge")
+    day5 = after["X:D2026-12-05"]
+    assert day5.status is CheckInStatus.PLANNED and day5.id == ended["X:D2026-12-05"].id
+    assert any("寒潮B" in r for r in day5.reasons) and day5.dialog_flags["event_ids"] == [b]
+    with sessions() as s:
+        trail = s.execute(select(CheckInTransition.from_status, CheckInTransition.to_status, CheckInTransition.actor)
+                          .where(CheckInTransition.checkin_id == day5.id).order_by(CheckInTransition.id)).all()
+    assert [(t.from_status, t.to_status) for t in trail][-2:] == [
+        (CheckInStatus.PLANNED, CheckInStatus.CANCELLED), (CheckInStatus.CANCELLED, CheckInStatus.PLANNED)]
+    assert trail[-1].actor == "planner"
+    # Exactly one row per (elder, slot), and the 4th (outside B) stays cancelled.
+    assert after["X:D2026-12-04"].status is CheckInStatus.CANCELLED
+
+    # Staff cancel the revived 6th; re-planning B again does not bring a staff cancellation back.
+    with write_session(sessions) as s:
+        assert cancel(s, [after["X:D2026-12-06"].id], L(2026, 12, 3, 11), "staff:7", "家属已接回同住") == 1
+    cold_wave(sessions, L(2026, 12, 6), L(2026, 12, 7), L(2026, 12, 3, 12), "寒潮C")
+    assert rows(sessions, g, "surge")["X:D2026-12-06"].status is CheckInStatus.CANCELLED
+
+
+def _open_routine(sessions: sessionmaker[Session], elder: int, lo: datetime, hi: datetime) -> set[str]:
+    return {slot for slot, c in rows(sessions, elder, "routine").items()
+            if c.status in OPEN and lo <= c.due_at < hi}
+
+
+def test_lockdown_doubles_routine_calls_instead_of_adding_to_them(sessions, town) -> None:
+    g, h = town["general"], town["high"]
+    now = L(2026, 11, 30, 8)
+    plan_range(sessions, now, L(2027, 1, 1), now, POL)
+    dec = (L(2026, 12, 1), L(2027, 1, 1))
+    assert _open_routine(sessions, g, *dec) == {"R:M2026-12"}  # monthly
+    before_high = _open_routine(sessions, h, *dec)
+    assert len(before_high) == 5  # weekly: W49..W53
+
+    ev, res = declare(sessions, kind=EventKind.LOCKDOWN, region_codes=["230183"], starts_at=now,
+                      ends_at=L(2027, 1, 1), now=now, policies=POL, by="staff:1")
+    assert res.cancelled >= 1
+    # Doubled, not doubled + 1: the monthly slot is superseded by two half-month slots.
+    assert _open_routine(sessions, g, *dec) == {"R:H2026-12-1", "R:H2026-12-2"}
+    assert rows(sessions, g, "routine")["R:M2026-12"].status is CheckInStatus.CANCELLED
+    week = _open_routine(sessions, h, L(2026, 12, 7), L(2026, 12, 14))
+    assert week == {"R:W2026-50a", "R:W2026-50b"}  # weekly → twice weekly
+    assert _open_routine(sessions, h, *dec) == {"R:W2026-49b"} | {
+        f"R:W2026-{w}{half}" for w in (50, 51, 52, 53) for half in "ab"}
+
+    # Lifting the lockdown early brings the monthly slot back (same row) and drops the extra ones.
+    end_event(sessions, ev, now=L(2026, 12, 2, 0), policies=POL, by="staff:1")
+    assert _open_routine(sessions, g, *dec) == {"R:M2026-12"}
+    assert _open_routine(sessions, h, L(2026, 12, 2), dec[1]) == {
+        s for s in before_high if rows(sessions, h, "routine")[s].due_at >= L(2026, 12, 2)}
