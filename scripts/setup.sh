@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev gcc espeak-ng sox libsox-fmt-all baresip kamailio chromium)
+APT_PACKAGES=(python3 python3-venv python3-dev gcc espeak-ng sox libsox-fmt-all baresip kamailio chromium fonts-noto-cjk)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
