@@ -10,7 +10,7 @@ seconds, after which WeChat gets ``success`` and the answer goes out as a custom
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -24,10 +24,12 @@ from typing import Literal, Protocol
 from aiohttp import web
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 from wechatpy.messages import BaseMessage
 from wechatpy.replies import create_reply
 
 from bot import wire
+from bot.dbworker import DbWorker
 from bot.dedup import DedupStore, wait_for_reply, write_session
 from bot.flows import Flows, Inbound
 from bot.ports import VoiceRecognizer
@@ -40,6 +42,10 @@ SUCCESS = "success"
 
 class CustomerServiceSender(Protocol):
     def send_custom_text(self, openid: str, text: str) -> Awaitable[object]: ...
+
+
+class _Duplicate(Exception):
+    """The dedup row exists: another delivery of this message owns it (rolls the transaction back)."""
 
 
 @dataclass
@@ -66,6 +72,7 @@ class CallbackService:
     _runs_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        self.db = DbWorker(self.engine)
         self._crypto = self.keys.crypto()
         if self.mode != "plain" and self._crypto is None:
             raise ValueError("兼容模式/安全模式需要 TANFANG_WECHAT_AES_KEY")
@@ -104,7 +111,7 @@ class CallbackService:
             raise wire.SignatureError("plain message refused in safe mode")
         if encrypted:
             assert self._crypto is not None
-            inner = wire.decrypt_envelope(self.keys, self._crypto, wire.parse_xml(body), q)
+            inner = wire.decrypt_envelope(self.keys, self._crypto, body, q)
         else:
             inner = body
         msg = wire.to_message(inner)
@@ -141,22 +148,27 @@ class CallbackService:
         reply_xml = ""
         text = ""
         try:
-            if not await asyncio.to_thread(self.store.claim, key):
-                reply_xml = await wait_for_reply(self.store, key, deadline + 1.0)
-                return
             inbound = await self._inbound(msg)
+            job = functools.partial(self._claim_handle_store, key=key, msg=msg, inbound=inbound)
+            done: tuple[str, str] | None
             try:
-                text = await asyncio.to_thread(self._handle_and_store, key, msg, inbound)
+                done = await self.db.run(job)
+            except _Duplicate:
+                done = None
             except DBAPIError:  # a serialisation conflict or a dropped connection: once more
                 log.warning("wechat handling retried", extra={"action": "wechat_handle_retry"})
-                text = await asyncio.to_thread(self._handle_and_store, key, msg, inbound)
-            reply_xml = create_reply(text, message=msg, render=True) if text else ""
+                try:
+                    done = await self.db.run(job)
+                except _Duplicate:
+                    done = None
+            if done is None:  # another process owns this message: its reply, once stored
+                reply_xml = await wait_for_reply(self.store, key, deadline + 1.0)
+            else:
+                text, reply_xml = done
         except Exception:
+            # nothing was committed (one transaction), so WeChat's retry is handled afresh
             log.exception("wechat message handling failed", extra={"action": "wechat_handle_error"})
             reply_xml = ""
-            # let WeChat's retry try again instead of answering it with nothing
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.store.release, key)
         finally:
             if not entry.future.done():
                 entry.future.set_result(reply_xml)
@@ -164,14 +176,17 @@ class CallbackService:
         if entry.timed_out and text:
             await self._late_answer(key, str(msg.source), text)
 
-    def _handle_and_store(self, key: str, msg: BaseMessage, inbound: Inbound) -> str:
-        with write_session(self.engine) as session:
-            with self._runs_lock:
-                self.handler_runs += 1
-            text = self.flows.handle(session, inbound, self.now()) or ""
-            reply_xml = create_reply(text, message=msg, render=True) if text else ""
-            self.store.store(session, key, reply_xml)
-        return text
+    def _claim_handle_store(self, session: Session, key: str, msg: BaseMessage, inbound: Inbound) -> tuple[str, str] | None:
+        """In the worker's transaction: claim the key, handle the message, store the reply.
+        None: the key exists (another delivery owns it); raising rolls back this message only."""
+        if not self.store.claim_in(session, key):
+            raise _Duplicate
+        with self._runs_lock:
+            self.handler_runs += 1
+        text = self.flows.handle(session, inbound, self.now()) or ""
+        reply_xml = create_reply(text, message=msg, render=True) if text else ""
+        self.store.complete_in(session, key, reply_xml)
+        return text, reply_xml
 
     async def _late_answer(self, key: str, openid: str, text: str) -> None:
         """The passive reply missed its deadline: store ``success`` for retries and send a CS message."""
@@ -219,6 +234,9 @@ class CallbackService:
         """Wait for in-flight work (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def close(self) -> None:
+        self.db.close()
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -52,12 +52,24 @@ class DedupStore:
 
     def claim(self, key: str) -> bool:
         """True when this process now owns ``key``; False when someone else inserted it first."""
+        with write_session(self.engine) as s:
+            return self.claim_in(s, key)
+
+    def claim_in(self, session: Session, key: str) -> bool:
+        """Insert the key's row in ``session``'s transaction (PostgreSQL: a concurrent insert of the
+        same key waits for ours to commit, then fails). False: it exists (roll back the session)."""
         try:
-            with write_session(self.engine) as s:
-                s.add(WechatDedup(key=key, owner=self.owner, created_at=self.now()))
+            session.execute(insert(WechatDedup).values(key=key, owner=self.owner, created_at=self.now()))
         except IntegrityError:
             return False
         return True
+
+    def complete_in(self, session: Session, key: str, reply: str) -> None:
+        session.execute(
+            update(WechatDedup)
+            .where(WechatDedup.key == key)
+            .values(reply=self._seal(reply), completed_at=self.now())
+        )
 
     def store(self, session: Session, key: str, reply: str) -> None:
         row = session.get(WechatDedup, key)

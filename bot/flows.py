@@ -85,7 +85,6 @@ class Flows:
         follower = self._follower(session, msg.openid, now)
         if msg.kind == "event":
             return self._event(session, follower, msg, now)
-        follower.last_inbound_at = now
         conv = self._conversation(session, msg.openid, now)
         if msg.kind not in ("text", "voice"):
             return t.UNSUPPORTED
@@ -120,7 +119,6 @@ class Flows:
     # -- events ----------------------------------------------------------------
     def _event(self, session: Session, follower: WechatFollower, msg: Inbound, now: datetime) -> str | None:
         event = (msg.event or "").lower()
-        follower.last_inbound_at = now
         if event == "unsubscribe":
             follower.subscribed = False
             follower.unsubscribed_at = now
@@ -350,12 +348,16 @@ class Flows:
 
     # -- state -------------------------------------------------------------------
     def _follower(self, session: Session, openid: str, now: datetime) -> WechatFollower:
-        """The follower row, created if new and locked: one message per follower at a time."""
-        values = {"openid": openid, "subscribed": True, "failed_code_attempts": 0}
+        """The follower row, created if new, its last inbound time set, and locked (one statement):
+        one message per follower at a time."""
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(insert(WechatFollower).values(**values).on_conflict_do_nothing(index_elements=["openid"]))
-        row = session.get(WechatFollower, openid, with_for_update=True, populate_existing=True)
-        assert row is not None
+        stmt = (
+            insert(WechatFollower)
+            .values(openid=openid, subscribed=True, failed_code_attempts=0, last_inbound_at=now)
+            .on_conflict_do_update(index_elements=["openid"], set_={"last_inbound_at": now})
+            .returning(WechatFollower)
+        )
+        row = session.scalars(stmt, execution_options={"populate_existing": True}).one()
         return row
 
     def _conversation(self, session: Session, openid: str, now: datetime) -> WechatConversation | None:

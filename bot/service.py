@@ -136,6 +136,7 @@ def mount(app: web.Application, runtime: WechatRuntime, path: str = "/wechat") -
         with contextlib.suppress(asyncio.CancelledError):
             await prune
         await runtime.callback.drain()
+        runtime.callback.close()
         await runtime.api.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -103,9 +103,24 @@ def _check_depth(node: Any, depth: int) -> None:
             _check_depth(v, depth + 1)
 
 
-def decrypt_envelope(keys: CallbackKeys, crypto: PrpCrypto, outer: dict[str, Any], query: dict[str, str]) -> bytes:
+_ENCRYPT = re.compile(rb"<Encrypt>\s*(?:<!\[CDATA\[([A-Za-z0-9+/=]{1,87400})\]\]>|([A-Za-z0-9+/=]{1,87400}))\s*</Encrypt>")
+
+
+def envelope_encrypt(body: bytes) -> str | None:
+    """The ``Encrypt`` element of a (guarded) AES envelope: a fast path for the usual shape,
+    the XML parser for anything else."""
+    guard_xml(body)
+    if body.count(b"<Encrypt>") == 1:
+        m = _ENCRYPT.search(body)
+        if m:
+            return (m.group(1) or m.group(2)).decode("ascii")
+    value = parse_xml(body).get("Encrypt")
+    return value if isinstance(value, str) else None
+
+
+def decrypt_envelope(keys: CallbackKeys, crypto: PrpCrypto, body: bytes, query: dict[str, str]) -> bytes:
     """Verify ``msg_signature`` over (token, timestamp, nonce, Encrypt) and decrypt the inner XML."""
-    encrypt = outer.get("Encrypt")
+    encrypt = envelope_encrypt(body)
     if not isinstance(encrypt, str) or not encrypt:
         raise WireError("no Encrypt element")
     verify((keys.token, query.get("timestamp", ""), query.get("nonce", ""), encrypt), query.get("msg_signature"))
@@ -134,7 +149,17 @@ def encrypt_reply(keys: CallbackKeys, crypto: PrpCrypto, reply_xml: str, nonce: 
 
 def to_message(inner: bytes) -> BaseMessage:
     """The inner XML as a wechatpy message/event (after guards); raises WireError on junk."""
-    fields = parse_xml(inner)
+    guard_xml(inner)
+    try:
+        msg = parse_message(inner.decode("utf-8"))
+    except Exception as exc:  # expat errors, missing <xml>, odd field conversions: all junk
+        raise WireError(f"cannot parse message: {type(exc).__name__}") from exc
+    if msg is None:
+        raise WireError("empty message")
+    fields = msg._data
+    if not isinstance(fields, dict):
+        raise WireError("no <xml> root")
+    _check_depth(fields, 0)
     for name in ("ToUserName", "FromUserName", "MsgType"):
         if not isinstance(fields.get(name), str) or not fields[name]:
             raise WireError(f"missing {name}")
@@ -144,12 +169,6 @@ def to_message(inner: bytes) -> BaseMessage:
     for name, value in fields.items():
         if value is not None and not isinstance(value, str) and name not in ("ScanCodeInfo", "SendPicsInfo", "SendLocationInfo"):
             raise WireError(f"unexpected structure in {name}")
-    try:
-        msg = parse_message(inner.decode("utf-8"))
-    except Exception as exc:  # wechatpy field conversions (int(...)) on odd input
-        raise WireError(f"cannot parse message: {type(exc).__name__}") from exc
-    if msg is None:
-        raise WireError("empty message")
     return msg
 
 
