@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     tts_rate: int = 130
     recording_retention_days: int = 90
     transcript_retention_days: int = 365
+    # PIPL: after consent is withdrawn, the elder's personal data is erased this many days later
+    # (time to correct a mistaken withdrawal); the purge job (daily, and ``tanfang purge``) does it.
+    consent_deletion_days: int = Field(default=30, ge=0)
+    # Console login: this many failures per username and address within the window lock it.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_minutes: int = Field(default=15, ge=1)
 
     # -- WeChat ----------------------------------------------------------------
     wechat_appid: str | None = None

@@ -5,6 +5,7 @@ from storage.models.checkin import CallAttempt, CheckIn, CheckInTransition
 from storage.models.elder import Contact, Elder, ElderPhone, Profile
 from storage.models.escalation import Alert, AuditLog, ConsoleSession, Escalation, EscalationEvent, RotaEntry, Visit  # noqa: F401
 from storage.models.region import Region
+from storage.models.security import LoginFailure  # noqa: F401
 from storage.models.schedule import DeviceSignal, DeviceToken, HomeVisitTask, PlannerLease, SurgeEvent, SurgeEventRegion  # noqa: F401
 from storage.models.staff import Staff
 from storage.models.wechat import WechatBinding, WechatBindingCode, WechatConversation, WechatDedup, WechatFollower, WechatToken  # noqa: F401

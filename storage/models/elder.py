@@ -51,6 +51,9 @@ class Elder(TimestampMixin, Base):
     consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     consent_by: Mapped[str | None] = mapped_column(String(100))
     consent_note: Mapped[str | None] = mapped_column(String(255))
+    # Consent withdrawn: personal data is erased (anonymised) by the purge job on this date.
+    deletion_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status: Mapped[ElderStatus] = mapped_column(
         enum_column(ElderStatus, 16), default=ElderStatus.ACTIVE, index=True
     )
