@@ -16,6 +16,12 @@ import yaml
 from dialogs.nlu.intents import INTENTS
 
 TEST_FILE = "test.yml"
+HELD_OUT_PREFIX = "test"  # test.yml, test2.yml, ...: held-out evaluation files training never reads
+
+
+def is_held_out(path: Path) -> bool:
+    """Whether ``path`` is a held-out evaluation file (its name starts with ``test``)."""
+    return path.name.startswith(HELD_OUT_PREFIX)
 _ENTITY = re.compile(r"\[([^\]]+)\]\([^)]*\)|\[([^\]]+)\]\{[^}]*\}")
 
 
@@ -110,8 +116,8 @@ def check_labels(examples: Iterable[Example], name: str, allowed: Sequence[str] 
 
 
 def training_files(locale_dir: Path) -> list[Path]:
-    """The training files of one locale folder: every ``*.yml`` except the held-out test file."""
-    files = sorted(p for p in locale_dir.glob("*.y*ml") if p.name != TEST_FILE)
+    """The training files of one locale folder: every ``*.yml`` except the held-out ``test*`` files."""
+    files = sorted(p for p in locale_dir.glob("*.y*ml") if not is_held_out(p))
     if not files:
         raise DataError(f"{locale_dir} 下没有训练数据（*.yml）")
     return files

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dialogs.nlu.data import TEST_FILE, load_examples, training_files
+from dialogs.nlu.data import TEST_FILE, is_held_out, load_examples, training_files
 from dialogs.nlu.intents import INTENTS
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,9 +56,12 @@ def test_enough_varied_training_examples(locale: str):
 @pytest.mark.parametrize("locale", ["zh", "ko"])
 def test_held_out_is_separate(locale: str):
     files = training_files(DATA / locale)
-    assert TEST_FILE not in {p.name for p in files}
+    held_out = sorted(p for p in (DATA / locale).glob("*.yml") if is_held_out(p))
+    assert TEST_FILE in {p.name for p in held_out}
+    assert not {p.name for p in held_out} & {p.name for p in files}
     train = {e.text.replace(" ", "") for p in files for e in load_examples(p)}
-    test = [e.text.replace(" ", "") for e in load_examples(DATA / locale / TEST_FILE)]
-    assert len(test) >= 8 * len(INTENTS)
-    overlap = [t for t in test if t in train]
-    assert not overlap, f"test sentences copied into training: {overlap}"
+    assert len(load_examples(DATA / locale / TEST_FILE)) >= 8 * len(INTENTS)
+    for path in held_out:
+        test = [e.text.replace(" ", "") for e in load_examples(path)]
+        overlap = [t for t in test if t in train]
+        assert not overlap, f"{path.name} sentences copied into training: {overlap}"
