@@ -16,15 +16,14 @@ import queue
 import threading
 import time as _time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Integer, String, Text, func, or_, select, text, type_coerce, update
 from sqlalchemy import cast as sa_cast
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import Cadence, Policy, PolicySet
@@ -207,6 +206,16 @@ def id_modulus(policy: Policy, n_windows: int) -> int | None:
 class _Tpl:
     plans: list[PlannedCheckIn]  # with elder_id = the phase
     params: list[Any]  # per check-in: the database values after elder_id (tuple) or a COPY line tail (str)
+    slots: dict[str, PlannedCheckIn] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.slots = {p.slot: p for p in self.plans}
+
+
+def _materialise(pairs: list[tuple[int, _Tpl]]) -> Iterator[PlannedCheckIn]:
+    for eid, tpl in pairs:
+        for p in tpl.plans:
+            yield p if p.elder_id == eid else replace(p, elder_id=eid)
 
 
 class _Class:
@@ -281,11 +290,11 @@ class ClassPlanner:
         return _Tpl(plans, [self._enc.checkin(p) for p in plans])
 
     def expand(self, rows: list[Any], hist: _Hist, want_plans: bool = False
-               ) -> tuple[list[Any], list[Any], int, list[PlannedCheckIn]]:
-        """(check-in rows, home-task rows, number planned, the plans when asked for)."""
+               ) -> tuple[list[Any], list[Any], int, list[tuple[int, _Tpl]]]:
+        """(check-in rows, home-task rows, number planned, (elder id, class plan) pairs when asked for)."""
         out: list[Any] = []
         tasks: list[Any] = []
-        plans: list[PlannedCheckIn] = []
+        plans: list[tuple[int, _Tpl]] = []
         planned = 0
         paths, classes, pg, floor0 = self._paths, self._classes, self.pg, self.floor0
         for r in rows:
@@ -316,7 +325,7 @@ class ClassPlanner:
                 else:
                     out.extend([(eid, *t) for t in tpl.params])
                 if want_plans:
-                    plans.extend([replace(p, elder_id=eid) for p in tpl.plans] if phase != eid else tpl.plans)
+                    plans.append((eid, tpl))
             if c.tasks:
                 tasks.extend([(eid, *t) for t in c.tasks])
         return out, tasks, planned, plans
@@ -457,34 +466,33 @@ def plan_range(
     want_plans = sink is not None or reconcile_surge
     batches = _raw_batches(sessions, region_paths=region_paths, elder_ids=elder_ids, batch=batch,
                            history_since=history_since)
-    if dry_run or reconcile_surge:
+    if dry_run:
         for rows, hist in batches:
-            out, tasks, planned, plans = cp.expand(rows, hist, want_plans)
+            _out, _tasks, planned, pairs = cp.expand(rows, hist, want_plans)
             result.elders += len(rows)
             result.planned += planned
             if sink is not None:
-                for p in plans:
+                for p in _materialise(pairs):
                     sink(p)
-            if dry_run:
-                continue
-            with write_session(sessions) as s:
-                result.inserted += _write_checkins(s, out)
-                result.home_tasks += _write_tasks(s, tasks)
-                c, r = _reconcile(s, [r[0] for r in rows], plans, now, end)
+        result.seconds = _time.perf_counter() - t0
+        return result
+    # Pipelined: a writer thread inserts batch k while this thread reads, plans (and reconciles)
+    # batch k+1 (the database releases the GIL while it works). At most two batches in flight.
+    with _Writer(sessions, result) as writer:
+        for rows, hist in batches:
+            out, tasks, planned, pairs = cp.expand(rows, hist, want_plans)
+            result.elders += len(rows)
+            result.planned += planned
+            if sink is not None:
+                for p in _materialise(pairs):
+                    sink(p)
+            if reconcile_surge:
+                # Before the insert of the same batch: a revived row is then skipped by the insert.
+                with write_session(sessions) as s:
+                    c, r = _reconcile(s, pairs, now, end)
                 result.cancelled += c
                 result.revived += r
-    else:
-        # Pipelined: a writer thread inserts batch k while this thread reads and plans batch k+1
-        # (the database releases the GIL while it works). At most two batches are in flight.
-        with _Writer(sessions, result) as writer:
-            for rows, hist in batches:
-                out, tasks, planned, plans = cp.expand(rows, hist, want_plans)
-                result.elders += len(rows)
-                result.planned += planned
-                if sink is not None:
-                    for p in plans:
-                        sink(p)
-                writer.put(out, tasks)
+            writer.put(out, tasks)
     result.seconds = _time.perf_counter() - t0
     log.debug("planned with %d class plans", cp.builds, extra={"action": "plan_classes"})
     return result
@@ -529,46 +537,58 @@ class _Writer:
 _PLANNER = "planner"
 
 
-def _reconcile(session: Session, elder_ids: list[int], plans: list[PlannedCheckIn], now: datetime,
-               until: datetime) -> tuple[int, int]:
-    """Bring open surge/routine check-ins due in ``[now, until)`` in line with ``plans``.
+def _reconcile(session: Session, pairs: list[tuple[int, _Tpl]], now: datetime, until: datetime) -> tuple[int, int]:
+    """Bring existing surge/routine check-ins due in ``[now, until)`` in line with the new plans.
 
-    Cancelled: surge calls no longer wanted (event cancelled, ended or shrunk) and routine calls a
-    surge schedule supersedes (a lockdown's doubled cadence, a surge call that day). Revived: rows
-    the planner itself cancelled whose slot is wanted again (another event still covers the day),
-    since the (elder, slot) key would make a fresh insert a no-op.
+    Cancelled: open surge calls no longer wanted (event cancelled, ended or shrunk) and planned/due
+    routine calls a surge schedule supersedes (a lockdown's doubled cadence, a surge call that day).
+    Revived: rows the planner itself cancelled whose slot is wanted again (another event still
+    covers the day), since the (elder, slot) key would make a fresh insert a no-op.
     """
-    wanted = {(p.elder_id, p.slot): p for p in plans if p.kind in ("surge", "routine")}
-    rows = session.execute(
+    by_elder = dict(pairs)
+    if not by_elder:
+        return 0, 0
+    conn = session.connection()
+    rows = conn.execute(
         select(CheckIn.id, CheckIn.elder_id, CheckIn.slot, CheckIn.kind, CheckIn.status)
-        .where(CheckIn.elder_id.in_(elder_ids), CheckIn.kind.in_(("surge", "routine")),
+        .where(CheckIn.elder_id >= min(by_elder), CheckIn.elder_id <= max(by_elder),
+               CheckIn.kind.in_(("surge", "routine")),
                CheckIn.status.in_((S.PLANNED, S.DUE, S.RETRY_WAIT, S.CANCELLED)),
                CheckIn.due_at >= now, CheckIn.due_at < until)
     ).all()
-    stale = [r.id for r in rows if r.status is not S.CANCELLED and (r.elder_id, r.slot) not in wanted
-             and (r.kind == "surge" or r.status is not S.RETRY_WAIT)]
+    stale: list[int] = []
+    dead: dict[int, PlannedCheckIn] = {}
+    for r in rows:
+        tpl = by_elder.get(r.elder_id)
+        if tpl is None:
+            continue  # not in this batch (another region between the ids)
+        p = tpl.slots.get(r.slot)
+        if r.status is S.CANCELLED:
+            if p is not None:
+                dead[r.id] = p if p.elder_id == r.elder_id else replace(p, elder_id=r.elder_id)
+        elif p is None and (r.kind == "surge" or r.status is not S.RETRY_WAIT):
+            stale.append(r.id)
     n_cancel = cancel(session, stale, now, _PLANNER, "预警/封控开始、变更或解除，按新的探访频率调整")
-    dead = {r.id: (r.elder_id, r.slot) for r in rows if r.status is S.CANCELLED and (r.elder_id, r.slot) in wanted}
     if not dead:
         return n_cancel, 0
     # Only the planner's own cancellations come back (a call staff cancelled stays cancelled).
-    last_actor: dict[int, str] = {r[0]: r[1] for r in session.execute(
+    last_actor: dict[int, str] = {r[0]: r[1] for r in conn.execute(
         select(CheckInTransition.checkin_id, CheckInTransition.actor)
         .where(CheckInTransition.checkin_id.in_(list(dead)), CheckInTransition.to_status == S.CANCELLED)
         .order_by(CheckInTransition.id)
     )}
-    revive = [i for i in dead if last_actor.get(i) == _PLANNER]
     trans = []
-    for i in revive:
-        p = wanted[dead[i]]
+    for i, p in dead.items():
+        if last_actor.get(i) != _PLANNER:
+            continue
         to = S.DUE if p.due_at <= now else S.PLANNED
-        res = session.execute(
+        res = conn.execute(
             update(CheckIn).where(CheckIn.id == i, CheckIn.status == S.CANCELLED)
             .values(status=to, priority=p.priority, due_at=p.due_at, next_attempt_at=p.due_at,
                     ignore_call_window=p.ignore_call_window, reasons=list(p.reasons), dialog_flags=p.dialog_flags,
                     attempts=0, lease_owner=None, lease_expires_at=None, outcome=None, completed_at=None,
                     version=CheckIn.version + 1, updated_at=now))
-        if cast(CursorResult[Any], res).rowcount:
+        if res.rowcount:
             trans.append({"checkin_id": i, "from_status": S.CANCELLED, "to_status": to, "at": now,
                           "actor": _PLANNER, "note": "仍有预警/封控需要此次探访，恢复"})
     _record_many(session, trans)
@@ -582,8 +602,9 @@ def promote_due(sessions: sessionmaker[Session], now: datetime, limit: int = 500
             select(CheckIn.id).where(CheckIn.status == S.PLANNED, CheckIn.next_attempt_at <= now).limit(limit))]
         if not ids:
             return 0
-        s.execute(update(CheckIn).where(CheckIn.id.in_(ids), CheckIn.status == S.PLANNED)
-                  .values(status=S.DUE, version=CheckIn.version + 1, updated_at=now))
+        ids = [r[0] for r in s.execute(
+            update(CheckIn).where(CheckIn.id.in_(ids), CheckIn.status == S.PLANNED)
+            .values(status=S.DUE, version=CheckIn.version + 1, updated_at=now).returning(CheckIn.id))]
         _record_many(s, [{"checkin_id": i, "from_status": S.PLANNED, "to_status": S.DUE, "at": now,
                           "actor": "planner", "note": None} for i in ids])
         return len(ids)

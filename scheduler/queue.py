@@ -28,6 +28,8 @@ API (``now`` is an aware datetime; ``worker`` names the claiming process, e.g. "
     request_call(session, elder_id, kind, now, *, reason, source, due_at=None, priority=None,
                  ignore_call_window=None, dialog_flags=None, policy=None) -> Requested
         An out-of-plan call: ``RequestKind.SOS`` (top priority, any hour), ``EMERGENCY``,
+        (these two also without consent; every other kind raises :class:`ConsentMissing` unless
+        the elder's consent is ``granted``),
         ``CALLBACK`` (the elder asked to be called at ``due_at``: any hour), ``FAMILY_REQUEST``
         (WeChat "给我妈打个电话": next call window), ``SIGNAL`` (device alert), ``MANUAL``.
         If the elder already has an open request of that kind it is reused (and its priority and
@@ -56,7 +58,7 @@ from scheduler.config import PolicySet, load_policy
 from scheduler.retry import Failure, RetryAction, retry_decision
 from scheduler.windows import allowed_windows, in_window, next_window_start
 from storage.enums import CheckInStatus as S
-from storage.enums import Outcome
+from storage.enums import ConsentStatus, Outcome
 from storage.models import CheckIn, CheckInTransition, Elder, Region
 from storage.models.base import UTCDateTime
 
@@ -88,6 +90,10 @@ class InvalidTransition(QueueError):
 
 class LeaseLost(QueueError):
     """The item is no longer this worker's (lease expired and re-claimed, or already finished)."""
+
+
+class ConsentMissing(QueueError):
+    """The elder has not agreed to (or withdrew from) automated calls: the service is voluntary."""
 
 
 class RequestKind(enum.StrEnum):
@@ -169,7 +175,7 @@ def _record_many(session: Session, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         check_transition(r["from_status"], r["to_status"])
     if rows:
-        session.execute(insert(CheckInTransition), rows)
+        session.connection().execute(insert(CheckInTransition.__table__), rows)  # type: ignore[arg-type]
 
 
 # -- claiming ------------------------------------------------------------------------------
@@ -441,6 +447,10 @@ def cancel(session: Session, checkin_ids: list[int], now: datetime, actor: str, 
 
 # -- requests ------------------------------------------------------------------------------
 
+# Calls placed without recorded consent: only when the elder's life or health may be at stake
+# (PIPL art. 13(4)): the elder pressed the SOS button, or an emergency escalation asks for a call.
+CONSENT_EXEMPT = frozenset({RequestKind.SOS, RequestKind.EMERGENCY})
+
 _REQUEST_PRIORITY = {
     RequestKind.SOS: "sos", RequestKind.EMERGENCY: "emergency", RequestKind.CALLBACK: "callback",
     RequestKind.FAMILY_REQUEST: "family_request", RequestKind.SIGNAL: "signal", RequestKind.MANUAL: "family_request",
@@ -455,11 +465,14 @@ def request_call(
     """Queue an out-of-plan call (see the module docstring). Returns the check-in id."""
     policies = policy or _default_policy()
     elder = session.execute(
-        select(Elder.id, Elder.call_windows, Region.path).join(Region, Region.id == Elder.region_id)
+        select(Elder.id, Elder.call_windows, Region.path, Elder.consent_status).join(Region, Region.id == Elder.region_id)
         .where(Elder.id == elder_id)
     ).first()
     if elder is None:
         raise QueueError(f"老人 {elder_id} 不存在")
+    if elder.consent_status is not ConsentStatus.GRANTED and kind not in CONSENT_EXEMPT:
+        raise ConsentMissing(f"老人 {elder_id} 未同意接受电话探访（{elder.consent_status.label}），不安排自动电话；"
+                             "可由工作人员上门或人工联系")
     pol = policies.for_path(elder.path)
     prio = priority if priority is not None else getattr(pol.priority, _REQUEST_PRIORITY[kind])
     ignore = ignore_call_window if ignore_call_window is not None else kind in (
@@ -551,7 +564,7 @@ class Queue:
 
 
 __all__ = [
-    "ALLOWED", "Claimed", "Completed", "Failed", "Failure", "InvalidTransition", "LeaseLost", "Queue",
+    "ALLOWED", "CONSENT_EXEMPT", "Claimed", "Completed", "ConsentMissing", "Failed", "Failure", "InvalidTransition", "LeaseLost", "Queue",
     "QueueError", "RequestKind", "Requested", "UnreachedNotice", "cancel", "check_transition", "claim",
     "complete", "fail", "heartbeat", "promote_ready", "reap_expired", "release", "request_call", "write_session",
 ]
