@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass, field
+from time import thread_time
 from typing import Protocol
 
 FRAME_S = 0.020
@@ -62,6 +63,9 @@ class ClockStats:
     active: int
     max_lateness_s: float
     histogram_ms: list[int]
+    busy_s: float = 0.0
+    max_tick_s: float = 0.0
+    cpu_s: float = 0.0
 
     def percentile_ms(self, q: float) -> float:
         """Lateness (ms, bucket upper bound) that ``q`` of all frames stayed within."""
@@ -95,6 +99,9 @@ class MediaClock:
         self.frames = 0
         self.resyncs = 0
         self.max_lateness_s = 0.0
+        self.busy_s = 0.0  # time spent inside ticks (wall clock)
+        self.cpu_s = 0.0  # CPU time of this thread inside ticks
+        self.max_tick_s = 0.0
         self._hist = [0] * HIST_MS
 
     @classmethod
@@ -110,8 +117,8 @@ class MediaClock:
     def start(self, playback: Playback) -> None:
         """Put ``playback`` on the clock; its first frame goes out on the next tick."""
         self._joining.append(playback)
-        if self._handle is None:
-            self._slot = self._loop.time()
+        if self._handle is None:  # idle: keep the grid if its next slot is still ahead (back-to-back prompts)
+            self._slot = max(self._slot, self._loop.time())
             self._handle = self._loop.call_at(self._slot, self._tick)
 
     def stop(self, playback: Playback, result: bool) -> None:
@@ -132,6 +139,7 @@ class MediaClock:
     def _tick(self) -> None:
         self._handle = None
         now = self._loop.time()
+        cpu0 = thread_time()
         fs = self.frame_s
         due = max(1, int((now - self._slot) / fs) + 1)
         first_slot = self._slot  # the earliest slot due: lateness is measured against it
@@ -180,12 +188,17 @@ class MediaClock:
             pb.finish(result)
         if self._active or self._joining:
             self._handle = self._loop.call_at(self._slot, self._tick)
+        spent = time() - now
+        self.cpu_s += thread_time() - cpu0
+        self.busy_s += spent
+        self.max_tick_s = max(self.max_tick_s, spent)
 
     # ---- figures -------------------------------------------------------------------------------
     def snapshot(self) -> ClockStats:
-        return ClockStats(self.ticks, self.frames, self.resyncs, self.active, self.max_lateness_s, list(self._hist))
+        return ClockStats(self.ticks, self.frames, self.resyncs, self.active, self.max_lateness_s, list(self._hist),
+                          self.busy_s, self.max_tick_s, self.cpu_s)
 
     def reset_stats(self) -> None:
         self.ticks = self.frames = self.resyncs = 0
-        self.max_lateness_s = 0.0
+        self.max_lateness_s = self.busy_s = self.cpu_s = self.max_tick_s = 0.0
         self._hist = [0] * HIST_MS

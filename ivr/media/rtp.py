@@ -85,6 +85,11 @@ class MediaSink(Protocol):
     def on_media(self, direction: MediaDirection, pcm: bytes, at: float) -> None: ...
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class _Endpoint(asyncio.DatagramProtocol):
     def __init__(self, owner: RtpSession | None) -> None:
         self.owner = owner
@@ -124,7 +129,7 @@ class RtpSession:
         self._remote_ssrc: int | None = None
         self._dtmf_seen: collections.OrderedDict[tuple[int, int], None] = collections.OrderedDict()
         self._queue: collections.deque[MediaEvent] = collections.deque()
-        self._readable = asyncio.Event()
+        self._getters: list[asyncio.Future[None]] = []
         self._sinks: list[MediaSink] = []
         self._dtmf_since_play = False
         self._playback: Playback | None = None
@@ -253,25 +258,33 @@ class RtpSession:
                     self.frames_dropped += 1
                     break
         self._queue.append(item)
-        self._readable.set()
+        if self._getters:
+            self._wake_getters()
 
     async def get(self, wait_s: float | None = None) -> MediaEvent | None:
         """Next received frame or digit; ``None`` on timeout or once the session is closed."""
         while not self._queue:
             if self.closed.is_set():
                 return None
-            self._readable.clear()
-            closed = asyncio.ensure_future(self.closed.wait())
-            readable = asyncio.ensure_future(self._readable.wait())
+            # one bare future per wait (no tasks): this runs for every 20 ms frame of every call
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._getters.append(waiter)
+            timer = None if wait_s is None else self._loop.call_later(wait_s, _wake, waiter)
             try:
-                done, _ = await asyncio.wait({closed, readable}, timeout=wait_s,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                await waiter
             finally:
-                closed.cancel()
-                readable.cancel()
-            if not done:
+                if timer is not None:
+                    timer.cancel()
+                if waiter in self._getters:
+                    self._getters.remove(waiter)
+            if not self._queue and timer is not None and timer.when() <= self._loop.time():
                 return None
         return self._queue.popleft()
+
+    def _wake_getters(self) -> None:
+        getters, self._getters = self._getters, []
+        for waiter in getters:
+            _wake(waiter)
 
     async def frames(self) -> AsyncIterator[MediaEvent]:
         """Iterate received frames and digits until the session closes."""
@@ -398,7 +411,7 @@ class RtpSession:
         if self.closed.is_set():
             return
         self.closed.set()
-        self._readable.set()
+        self._wake_getters()
         if self._playback is not None:
             MediaClock.for_loop(self._loop).stop(self._playback, False)
         for ep in (self._rtp, self._rtcp):
