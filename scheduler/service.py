@@ -8,12 +8,14 @@ connection closes, PostgreSQL drops the lock, and a waiting instance takes over.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -134,11 +136,23 @@ def _runtime(db_url: str, policy_file: str | None) -> tuple[sessionmaker[Session
     return make_session_factory(engine), load_policy(Path(policy_file) if policy_file else None)
 
 
-def plan_tick_job(db_url: str, policy_file: str | None, horizon_hours: int) -> str:
+def resolve_clock(clock: str | None) -> Callable[[], datetime]:
+    """``"package.module:function"`` → that function (a picklable way to inject a clock into jobs);
+    None → the real clock."""
+    if not clock:
+        return lambda: datetime.now(UTC)
+    module, _, attr = clock.partition(":")
+    fn = getattr(importlib.import_module(module), attr)
+    if not callable(fn):
+        raise TypeError(f"clock {clock!r} is not callable")
+    return cast(Callable[[], datetime], fn)
+
+
+def plan_tick_job(db_url: str, policy_file: str | None, horizon_hours: int, clock: str | None = None) -> str:
     from scheduler.planner import tick
 
     sessions, policies = _runtime(db_url, policy_file)
-    now = datetime.now(UTC)
+    now = resolve_clock(clock)()
     result = tick(sessions, now, policies, horizon=timedelta(hours=horizon_hours))
     with write_session(sessions) as s:
         row = s.get(PlannerLease, LEASE_NAME)
@@ -150,12 +164,12 @@ def plan_tick_job(db_url: str, policy_file: str | None, horizon_hours: int) -> s
 _POLLERS: dict[tuple[str, str], Any] = {}
 
 
-def cap_poll_job(db_url: str, policy_file: str | None, source: str) -> int:
+def cap_poll_job(db_url: str, policy_file: str | None, source: str, clock: str | None = None) -> int:
     from scheduler.events import CapPoller
 
     sessions, policies = _runtime(db_url, policy_file)
     poller = _POLLERS.setdefault((db_url, source), CapPoller(source, sessions, policies))
-    return len(poller.poll(datetime.now(UTC)))
+    return len(poller.poll(resolve_clock(clock)()))
 
 
 @dataclass(frozen=True)
@@ -168,6 +182,7 @@ class PlannerConfig:
     cap_poll_s: int = 300
     lock_retry_s: float = 10.0
     owner: str = "planner"
+    clock: str | None = None  # "module:function" returning an aware datetime (tests); None = real time
 
 
 class PlannerService:
@@ -187,11 +202,11 @@ class PlannerService:
         sched = AsyncIOScheduler(jobstores={"default": SQLAlchemyJobStore(engine=self.engine)}, timezone=UTC)
         c = self.config
         sched.add_job("scheduler.service:plan_tick_job", "interval", seconds=c.plan_interval_s, id="plan_tick",
-                      args=[c.db_url, c.policy_file, c.horizon_hours], replace_existing=True,
+                      args=[c.db_url, c.policy_file, c.horizon_hours, c.clock], replace_existing=True,
                       next_run_time=datetime.now(UTC), coalesce=True, max_instances=1, misfire_grace_time=600)
         if c.cap_source:
             sched.add_job("scheduler.service:cap_poll_job", "interval", seconds=c.cap_poll_s, id="cap_poll",
-                          args=[c.db_url, c.policy_file, c.cap_source], replace_existing=True, coalesce=True,
+                          args=[c.db_url, c.policy_file, c.cap_source, c.clock], replace_existing=True, coalesce=True,
                           max_instances=1, next_run_time=datetime.now(UTC))
         elif sched.get_job("cap_poll"):
             sched.remove_job("cap_poll")
@@ -200,8 +215,9 @@ class PlannerService:
 
     async def run(self) -> None:
         try:
+            clock = resolve_clock(self.config.clock)
             while True:
-                now = datetime.now(UTC)
+                now = clock()
                 if not self.active:
                     if await asyncio.to_thread(self.lock.try_acquire, now):
                         self.active = True
