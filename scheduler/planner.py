@@ -302,8 +302,6 @@ class ClassPlanner:
             pk = paths.get(r[1]) or self._path_key(r[1])
             key = (pk, r[2], r[3], r[4], r[6])
             c = classes.get(key) or self._class(key, r)
-            if r[6] == "withdrawn":
-                continue
             pause = r[5] if r[5] is not None and r[5] > floor0 else None
             h = hist.get(eid)
             if c.m is None:
