@@ -7,6 +7,13 @@ consecutive trunk failures (5xx/408/timeouts), alerts staff once through the out
 items back as ``Failure.TRUNK`` (never "the elder did not answer") and probes again after the
 cool-down. Leases are extended while a call lasts. ``stop()``: no new claims, calls in progress
 finish (or end politely after ``grace_s``), claimed-but-unstarted items go back to the queue.
+
+A finished call is written to the local spool (``ivr.spool``, fsynced) before the database, then
+stored and settled in one transaction (``ivr.persist.record_call``), retrying transient database
+errors with a bounded backoff; if the database stays away the call waits in the spool and is
+replayed when it returns (or by the next worker of the same slot after a crash). Every INVITE
+carries ``X-Tanfang-Checkin: <check-in id>.<claim version>`` so a trunk log can be matched to the
+attempts (no personal data).
 """
 
 from __future__ import annotations
@@ -18,27 +25,34 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dialogs.engine import DialogEngine
 from ivr.breaker import CircuitBreaker
-from ivr.call import CallReport, CallRunner, Observer
+from ivr.call import CallReport, Observer
 from ivr.conversation import CheckInConversation, ContactConversation, Conversation, context_for
 from ivr.dialplan import DialPlan
-from ivr.persist import Settled, settle, store_attempt
+from ivr.persist import Settled, record_call
 from ivr.sip import CallResult
+from ivr.spool import OutcomeSpool, SpooledCall
 from scheduler import queue as q
 from scheduler.config import PolicySet
 from scheduler.escalations import DEFAULT_CONFIG, EscalationConfig
 from scheduler.notify import AlertKind, RecipientKind
 from scheduler.outbox import enqueue_alert
 from storage.crypto import Vault
+from storage.db import is_transient, retry_transient
 from storage.models.elder import Contact, Elder
+from storage.models.escalation import Alert
 
 log = logging.getLogger(__name__)
+TRUNK_ALERT_LOCK = 0x74616E67  # advisory lock key: one trunk-down alert at a time
 
 
 def _utcnow() -> datetime:
@@ -58,6 +72,18 @@ class DialerConfig:
     hotline: str = "12349"
     service_name: str = "探访关爱服务"
     alert_channels: tuple[str, ...] = ("console",)
+    db_retry_attempts: int = 6  # transient database errors when storing a call: 0.2 s doubling, ≤ 5 s
+    db_retry_cap_s: float = 5.0
+    spool_dir: Path | None = None  # None: no local spool (a call is lost if the database is away)
+    lease_margin: timedelta = timedelta(seconds=30)  # do not start a call whose lease is about to end
+
+
+class CallPlacer(Protocol):
+    """What the dialer needs of a runner (``ivr.call.CallRunner``, or a fast runner in benches)."""
+
+    async def run(self, target: str, conversation: Conversation, *, stop: asyncio.Event | None = None,
+                  observer: Observer | None = None, headers: dict[str, str] | None = None,
+                  masked: str | None = None) -> CallReport: ...
 
 
 class DialerMetrics:
@@ -98,7 +124,7 @@ class _Target:
 class Dialer:
     """One worker. ``await run()`` until ``stop()``; safe to run many against one database."""
 
-    def __init__(self, *, sessions: sessionmaker[Session], runner: CallRunner, engine: DialogEngine,
+    def __init__(self, *, sessions: sessionmaker[Session], runner: CallPlacer, engine: DialogEngine,
                  dial_plan: DialPlan, vault: Vault, config: DialerConfig, policy: PolicySet,
                  escalations: EscalationConfig = DEFAULT_CONFIG, metrics: DialerMetrics | None = None,
                  now: Callable[[], datetime] = _utcnow, monotonic: Callable[[], float] = time.monotonic,
@@ -122,6 +148,8 @@ class Dialer:
         self._end_calls = asyncio.Event()
         self._wake = asyncio.Event()
         self._queue = q.Queue(sessions, policy)
+        self.spool = OutcomeSpool(config.spool_dir) if config.spool_dir is not None else None
+        self._replaying = False
 
     @property
     def active(self) -> int:
@@ -131,6 +159,8 @@ class Dialer:
     async def run(self) -> None:
         log.info("dialer started", extra={"action": "dialer_start", "worker": self.config.worker})
         while not self._stopping.is_set():
+            if self.spool is not None and not self._replaying and len(self.spool):
+                await self._replay_spool()
             free = self.config.line_capacity - self.active
             allowed = self.breaker.allowed(self.monotonic())
             self.metrics.breaker_open.set(0 if allowed else 1)
@@ -139,8 +169,11 @@ class Dialer:
                 try:
                     claimed = await asyncio.to_thread(self._queue.claim, self.config.worker, want,
                                                       self.config.lease, self.now())
-                except Exception:
-                    log.exception("claim failed", extra={"action": "dialer_claim_error"})
+                except Exception as exc:
+                    if is_transient(exc):  # the database is away: try again next poll
+                        log.warning("claim failed: database unavailable", extra={"action": "dialer_claim_retry"})
+                    else:
+                        log.exception("claim failed", extra={"action": "dialer_claim_error"})
                     claimed = []
                 for c in claimed:
                     if self._stopping.is_set():
@@ -182,7 +215,11 @@ class Dialer:
             await self._call(lease)
         except Exception:
             log.exception("check-in call failed", extra={"action": "dialer_call_error", "checkin": lease.claimed.id})
-            await self._release(lease)
+            try:
+                await self._release(lease)
+            except Exception:  # the database is away: the lease expires and the item is due again
+                log.warning("could not release check-in", extra={"action": "dialer_release_error",
+                                                                 "checkin": lease.claimed.id})
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -235,10 +272,16 @@ class Dialer:
     async def _call(self, lease: _Lease) -> None:
         c = lease.claimed
         targets, conv = await asyncio.to_thread(self._prepare, c)
+        if self.now() >= c.lease_expires_at - self.config.lease_margin:
+            # Claimed too long ago (a stalled process): another worker may take it over; do not dial.
+            log.warning("lease nearly over before dialling", extra={"action": "dialer_lease_stale", "checkin": c.id})
+            await self._release(lease)
+            return
         report: CallReport | None = None
+        headers = {"X-Tanfang-Checkin": f"{c.id}.{c.version}"}
         for target in targets:  # the elder's phones in order, until one is answered
             report = await self.runner.run(target.uri, conv, stop=self._end_calls, masked=target.masked,
-                                          observer=self.observer)
+                                          observer=self.observer, headers=headers)
             self.stats.calls += 1
             if report.trunk_failure or report.answered:
                 break
@@ -250,39 +293,93 @@ class Dialer:
 
     async def _finish(self, lease: _Lease, report: CallReport) -> None:
         c = lease.claimed
+        entry = SpooledCall(c, lease.version, report, self.config.worker, self.now(),
+                            bool((c.dialog_flags or {}).get("cold_wave")))
+        path = await asyncio.to_thread(self.spool.put, entry) if self.spool is not None else None  # durable first
         if report.trunk_failure:
             self.stats.trunk_failures += 1
             self.metrics.trunk_failures.inc()
             opened = self.breaker.failure(self.monotonic())
             if opened:
-                await asyncio.to_thread(self._alert_trunk_down, report)
+                try:
+                    await asyncio.to_thread(retry_transient, partial(self._alert_trunk_down, report),
+                                            attempts=self.config.db_retry_attempts, cap_s=self.config.db_retry_cap_s,
+                                            what="trunk alert")
+                except Exception:
+                    log.exception("trunk-down alert not written", extra={"action": "trunk_alert_error"})
         elif report.result != CallResult.TRUNK_ERROR.value:
             self.breaker.success()
         for conf in report.confidences:
             self.metrics.asr_confidence.observe(conf)
-        call_id = await asyncio.to_thread(store_attempt, self.sessions, report, checkin_id=c.id,
-                                          elder_id=c.elder_id, worker=self.config.worker,
-                                          target_masked=report.target)
         try:
-            settled = await asyncio.to_thread(settle, self.sessions, c, lease.version, report, call_id=call_id,
-                                              worker=self.config.worker, now=self.now(), policy=self.policy,
-                                              escalations=self.escalations,
-                                              cold_wave=bool((c.dialog_flags or {}).get("cold_wave")))
-        except q.LeaseLost:
-            log.warning("lease lost before the call was settled", extra={"action": "lease_lost", "checkin": c.id})
+            settled = await asyncio.to_thread(self._store, entry)
+        except Exception as exc:
+            if path is not None and is_transient(exc):
+                log.warning("database unavailable: call kept in the spool", extra={"action": "call_spooled",
+                                                                                    "checkin": c.id})
+                return
+            raise
+        if path is not None and self.spool is not None:
+            self.spool.done(path)
+        self._settled(settled, report)
+
+    def _store(self, entry: SpooledCall) -> Settled:
+        _call_id, settled = retry_transient(
+            partial(record_call, self.sessions, entry.claimed, entry.version, entry.report, worker=entry.worker,
+                    now=entry.now, policy=self.policy, escalations=self.escalations, cold_wave=entry.cold_wave),
+            attempts=self.config.db_retry_attempts, cap_s=self.config.db_retry_cap_s, what="store call")
+        return settled
+
+    def _settled(self, settled: Settled, report: CallReport) -> None:
+        if settled.status == "lease_lost":
             return
         self.stats.settled.append(settled)
         self.metrics.checkins.labels(outcome=(report.outcome.value if report.outcome and settled.status == "done"
                                               else settled.status)).inc()
 
+    async def _replay_spool(self) -> int:
+        """Store calls left in the spool (database outage, or a crashed predecessor); oldest first."""
+        assert self.spool is not None
+        self._replaying = True
+        n = 0
+        try:
+            for path, entry in list(self.spool.pending()):
+                try:
+                    settled = await asyncio.to_thread(self._store, entry)
+                except Exception as exc:
+                    if is_transient(exc):
+                        return n  # still away: next poll
+                    log.exception("spooled call could not be stored", extra={"action": "spool_replay_error"})
+                    path.rename(path.with_suffix(".failed"))
+                    continue
+                self.spool.done(path)
+                self._settled(settled, entry.report)
+                n += 1
+            if n:
+                log.info("replayed %d spooled calls", n, extra={"action": "spool_replayed"})
+            return n
+        finally:
+            self._replaying = False
+
     def _alert_trunk_down(self, report: CallReport) -> None:
+        """Alert the duty staff once per outage, however many workers see the trunk fail."""
+        now = self.now()
         with q.write_session(self.sessions) as s:
+            if s.get_bind().dialect.name == "postgresql":  # serialise the check among workers
+                s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": TRUNK_ALERT_LOCK})
+            recent = s.scalar(select(Alert.id).where(
+                Alert.kind == str(AlertKind.TRUNK_DOWN),
+                Alert.created_at > now - timedelta(seconds=max(self.breaker.cooldown_s, 60.0) * 2)).limit(1))
+            if recent is not None:
+                log.warning("trunk circuit breaker opened (staff already alerted)",
+                            extra={"action": "trunk_breaker_open", "worker": self.config.worker})
+                return
             enqueue_alert(s, kind=AlertKind.TRUNK_DOWN, recipient_kind=RecipientKind.DUTY, recipient_id=None,
                           title="电话线路故障：已暂停自动拨号",
                           body=(f"线路连续 {self.breaker.threshold} 次失败（最近：{report.result}"
                                 f"{'，SIP ' + str(report.sip_status) if report.sip_status else ''}），"
                                 f"{int(self.breaker.cooldown_s)} 秒后自动试拨恢复。受影响的探访已重新排队，不计为老人未接。"),
-                          now=self.now(), channels=self.config.alert_channels)
+                          now=now, channels=self.config.alert_channels)
         log.error("trunk circuit breaker opened", extra={"action": "trunk_breaker_open",
                                                          "worker": self.config.worker})
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def normalise_url(url: str) -> str:
@@ -70,3 +75,53 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 def ping(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+# -- transient failures ----------------------------------------------------------------------
+# Listed once: the database restarted or is briefly unreachable (connection refused/reset,
+# admin shutdown, a pooled connection found dead), or SQLite's writer lock outlasted busy_timeout.
+# Everything else (constraint violations, programming errors, LeaseLost) is not retried.
+TRANSIENT_SQLSTATES = frozenset({
+    "08000", "08001", "08003", "08004", "08006", "08007",  # connection exceptions
+    "57P01", "57P02", "57P03",  # admin_shutdown, crash_shutdown, cannot_connect_now
+    "40001", "40P01",  # serialization failure, deadlock detected
+})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for database errors worth retrying after a short wait (see ``TRANSIENT_SQLSTATES``)."""
+    from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+
+    if isinstance(exc, DisconnectionError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if state in TRANSIENT_SQLSTATES:
+        return True
+    if isinstance(exc, OperationalError):
+        msg = str(orig).lower()
+        return any(s in msg for s in ("database is locked", "connection", "server closed", "terminating",
+                                       "could not connect", "the database system is"))
+    return False
+
+
+def retry_transient(fn: Callable[[], _T], *, attempts: int = 6, base_s: float = 0.2, cap_s: float = 5.0,
+                       sleep: Callable[[float], None] = time.sleep, what: str = "db") -> _T:
+    """Call ``fn``; on a transient database error wait (``base_s`` doubling, at most ``cap_s``)
+    and try again, ``attempts`` times in all; then re-raise. Non-transient errors pass at once."""
+    delay = base_s
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if i == attempts - 1 or not is_transient(exc):
+                raise
+            _log.warning("%s: transient database error (%s), retry %d in %.1fs", what, type(exc).__name__,
+                         i + 1, delay, extra={"action": "db_retry"})
+            sleep(delay)
+            delay = min(cap_s, delay * 2)
+    raise AssertionError("unreachable")

@@ -64,13 +64,24 @@ def runner(settings: Settings, ua: UserAgent, *, asr: AsrModels | None, parser: 
     return CallRunner(ua, prompts, asr=asr, parser=parser, config=config)  # type: ignore[arg-type]
 
 
-def mount_dialer(app: web.Application, ctx: Context) -> None:
-    """The dialer worker as a background task of ``tanfang serve`` (roles all/dialer, trunk set)."""
+def escalation_config(settings: Settings) -> EscalationConfig:
+    """One escalation config for every component: family alerts go to WeChat when it is configured."""
+    wechat = bool(settings.wechat_appid and settings.wechat_secret and settings.wechat_token)
+    return EscalationConfig(service_name=settings.service_name, family_channels=("wechat",) if wechat else ())
+
+
+def mount_dialer(app: web.Application, ctx: Context, *, plan: DialPlan | None = None) -> None:
+    """The dialer worker as a background task of ``tanfang serve`` (roles all/dialer, trunk set).
+
+    ``plan`` overrides the dial plan from the settings (the demo routes numbers to its village).
+    On shutdown calls in progress get ``TANFANG_SHUTDOWN_GRACE_S`` to finish, then hear a short
+    goodbye and are hung up; their check-ins go back to the queue.
+    """
     from tanfang.nlu import build_intent_parser
 
     s = ctx.settings
     policy = load_policy(s.policy_file)
-    plan = dial_plan(s)
+    plan = plan or dial_plan(s)
     models = asr_models(s)
     metrics = DialerMetrics(app[REGISTRY])
     state: dict[str, Dialer] = {}
@@ -85,7 +96,8 @@ def mount_dialer(app: web.Application, ctx: Context) -> None:
                                             line_capacity=s.line_capacity, lease=timedelta(minutes=5),
                                             breaker_threshold=s.breaker_threshold,
                                             breaker_cooldown_s=s.breaker_cooldown_s, hotline=s.hotline,
-                                            service_name=s.service_name),
+                                            service_name=s.service_name,
+                                            spool_dir=s.data_dir / "spool" / socket.gethostname()),
                         policy=policy, metrics=metrics, now=ctx.now,
                         escalations=EscalationConfig(service_name=s.service_name))
         state["dialer"] = dialer
