@@ -12,9 +12,10 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from bot.ports import CallNotAllowed
 from scheduler.config import PolicySet
 from scheduler.escalations import DEFAULT_CONFIG, EscalationConfig, EscalationSpec, Source, create_from_triage
-from scheduler.queue import RequestKind, request_call
+from scheduler.queue import ConsentMissing, RequestKind, request_call
 from storage.enums import Severity
 from storage.models.elder import Elder
 
@@ -39,8 +40,11 @@ class QueueCalls:
     policy: PolicySet | None = None
 
     def request_call_now(self, session: Session, *, elder_id: int, now: datetime, requested_by: str) -> datetime:
-        requested = request_call(
-            session, elder_id, RequestKind.FAMILY_REQUEST, now,
-            reason="家属通过公众号请求探访电话", source=requested_by, policy=self.policy,
-        )
+        try:
+            requested = request_call(
+                session, elder_id, RequestKind.FAMILY_REQUEST, now,
+                reason="家属通过公众号请求探访电话", source=requested_by, policy=self.policy,
+            )
+        except ConsentMissing as exc:
+            raise CallNotAllowed(str(exc)) from exc
         return requested.due_at

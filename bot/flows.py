@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from bot import bindings as b
 from bot import texts as t
-from bot.ports import CallRequester, CheckinEngine, CheckinRecorder, VisitRequester
+from bot.ports import CallNotAllowed, CallRequester, CheckinEngine, CheckinRecorder, VisitRequester
 from storage.crypto import Vault
 from storage.enums import Outcome
 from storage.models.checkin import CallAttempt, CheckIn
@@ -245,7 +245,14 @@ class Flows:
         if action == "call":
             if self.calls is None:
                 return f"暂时无法自动安排电话，请拨打 {self.config.hotline} 联系工作人员。"
-            due = self.calls.request_call_now(session, elder_id=elder_id, now=now, requested_by=who)
+            try:  # refused before anything is written
+                due = self.calls.request_call_now(session, elder_id=elder_id, now=now, requested_by=who)
+            except CallNotAllowed:
+                log.info("call refused: no consent", extra={"action": "wechat_call_no_consent", "elder_id": elder_id})
+                if self.visits is not None:
+                    self.visits.request_visit(session, elder_id=elder_id, now=now, requested_by=who,
+                                              note="家属请求探访电话，老人未同意自动电话，请人工联系")
+                return t.call_needs_consent(name)
             log.info("family asked for a call", extra={"action": "wechat_call_requested", "elder_id": elder_id})
             if due is not None and due - now > timedelta(minutes=5):
                 return t.call_later(name, t.local_time(due))

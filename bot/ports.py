@@ -15,8 +15,13 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 
+class CallNotAllowed(Exception):
+    """The elder has not consented to automated calls (the service is voluntary)."""
+
+
 class CallRequester(Protocol):
-    """Schedule a check-in call to the elder now (in the caller's transaction); returns when it is due."""
+    """Schedule a check-in call to the elder now (in the caller's transaction); returns when it is due.
+    Raises :class:`CallNotAllowed` when the elder has not consented to automated calls."""
 
     def request_call_now(
         self, session: Session, *, elder_id: int, now: datetime, requested_by: str

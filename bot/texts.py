@@ -95,3 +95,8 @@ def call_later(name: str, when: str) -> str:
 
 def visit_requested(name: str) -> str:
     return f"好的，已通知工作人员上门看望{name}，一般会在 3 天内安排；有急事请直接拨打 12349。"
+
+
+def call_needs_consent(name: str) -> str:
+    return (f"{name}还没有同意（或已撤回同意）接受自动探访电话，按规定不能自动拨打。"
+            "已通知工作人员联系或上门看望；有急事请直接拨打 12349。")

@@ -95,7 +95,14 @@ def effective_tier(categories: frozenset[Category], stored: RiskTier, has_illnes
 
 
 def is_eligible(elder: ElderFacts) -> bool:
-    return elder.status is ElderStatus.ACTIVE and elder.consent is not ConsentStatus.WITHDRAWN
+    """May be called automatically: active, and consent recorded (the service is voluntary, so an
+    elder whose consent is unknown or withdrawn gets no automated calls; staff may still visit)."""
+    return elder.status is ElderStatus.ACTIVE and elder.consent is ConsentStatus.GRANTED
+
+
+def is_served(elder: ElderFacts) -> bool:
+    """Owed staff attention (home visits) whatever the consent to automated calls."""
+    return elder.status is ElderStatus.ACTIVE
 
 
 def routine_cadence(tier: RiskTier, policy: Policy) -> Cadence:
@@ -346,7 +353,7 @@ def next_due(
 
 def home_visit_months(elder: ElderFacts, start: datetime, end: datetime) -> Iterator[tuple[str, datetime]]:
     """(YYYY-MM, deadline) for each month in range a disabled elder is owed a home visit."""
-    if not is_eligible(elder) or Category.DISABLED not in elder.categories:
+    if not is_served(elder) or Category.DISABLED not in elder.categories:
         return
     d = start.astimezone(LOCAL_TZ).date().replace(day=1)
     last = (end - timedelta(microseconds=1)).astimezone(LOCAL_TZ).date()

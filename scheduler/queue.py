@@ -246,7 +246,8 @@ def claim(
             break
         limit = want + min(want, 8) + 2
         q = (
-            select(CheckIn.id, CheckIn.status, CheckIn.ignore_call_window, Elder.call_windows, Region.path)
+            select(CheckIn.id, CheckIn.status, CheckIn.ignore_call_window, Elder.call_windows, Region.path,
+                   CheckIn.kind, Elder.consent_status)
             .join(Elder, Elder.id == CheckIn.elder_id)
             .join(Region, Region.id == Elder.region_id)
             .where(_READY, CheckIn.next_attempt_at <= now)
@@ -260,9 +261,13 @@ def claim(
             break
         take: list[tuple[int, S]] = []
         later: dict[datetime, list[int]] = {}
+        no_consent: list[int] = []
         for r in rows:
             if len(take) >= want:
                 break
+            if r.consent_status is not ConsentStatus.GRANTED and r.kind not in CONSENT_EXEMPT_KINDS:
+                no_consent.append(r.id)  # planned before consent was withdrawn (or never given)
+                continue
             if r.ignore_call_window:
                 take.append((r.id, r.status))
                 continue
@@ -273,6 +278,8 @@ def claim(
                 later.setdefault(next_window_start(now, windows), []).append(r.id)
         for at, ids in later.items():
             session.execute(update(CheckIn).where(CheckIn.id.in_(ids)).values(next_attempt_at=at))
+        if no_consent:
+            cancel(session, no_consent, now, worker[:64], "老人未同意或已撤回同意，不拨打")
         if take:
             claimed.extend(_take(session, worker, take, lease, now))
         if len(rows) < limit:
@@ -471,6 +478,10 @@ def request_call(
     if elder is None:
         raise QueueError(f"老人 {elder_id} 不存在")
     if elder.consent_status is not ConsentStatus.GRANTED and kind not in CONSENT_EXEMPT:
+# Check-in kinds dialled whatever the consent: the SOS call-back, emergencies, and the emergency
+# calls to family contacts (vital interests); every other kind needs the elder's consent at claim.
+CONSENT_EXEMPT_KINDS = frozenset({"sos", "emergency", "emergency_contact"})
+
         raise ConsentMissing(f"老人 {elder_id} 未同意接受电话探访（{elder.consent_status.label}），不安排自动电话；"
                              "可由工作人员上门或人工联系")
     pol = policies.for_path(elder.path)

@@ -172,6 +172,17 @@ def cap_poll_job(db_url: str, policy_file: str | None, source: str, clock: str |
     return len(poller.poll(resolve_clock(clock)()))
 
 
+def privacy_purge_job(db_url: str, recordings_dir: str | None, recording_days: int, transcript_days: int,
+                      clock: str | None = None) -> str:
+    """Daily: recordings and transcripts past retention, and erasures due after consent withdrawal."""
+    from scheduler.privacy import Retention, purge
+
+    sessions, _policies = _runtime(db_url, None)
+    retention = Retention(Path(recordings_dir) if recordings_dir else None, recording_days, transcript_days)
+    with write_session(sessions) as s:
+        return purge(s, resolve_clock(clock)(), retention).summary()
+
+
 @dataclass(frozen=True)
 class PlannerConfig:
     db_url: str
@@ -183,6 +194,10 @@ class PlannerConfig:
     lock_retry_s: float = 10.0
     owner: str = "planner"
     clock: str | None = None  # "module:function" returning an aware datetime (tests); None = real time
+    # The daily privacy purge (03:30 Beijing time); without recordings_dir recordings are kept.
+    recordings_dir: str | None = None
+    recording_retention_days: int = 90
+    transcript_retention_days: int = 365
 
 
 class PlannerService:
@@ -204,6 +219,10 @@ class PlannerService:
         sched.add_job("scheduler.service:plan_tick_job", "interval", seconds=c.plan_interval_s, id="plan_tick",
                       args=[c.db_url, c.policy_file, c.horizon_hours, c.clock], replace_existing=True,
                       next_run_time=datetime.now(UTC), coalesce=True, max_instances=1, misfire_grace_time=600)
+        sched.add_job("scheduler.service:privacy_purge_job", "cron", hour=19, minute=30, id="privacy_purge",
+                      args=[c.db_url, c.recordings_dir, c.recording_retention_days, c.transcript_retention_days,
+                            c.clock],
+                      replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=6 * 3600)
         if c.cap_source:
             sched.add_job("scheduler.service:cap_poll_job", "interval", seconds=c.cap_poll_s, id="cap_poll",
                           args=[c.db_url, c.policy_file, c.cap_source, c.clock], replace_existing=True, coalesce=True,

@@ -28,6 +28,9 @@ COMMAND_MODULES: list[str] = [
     "prompts",
     "nlu",
     "report",
+    "elder",
+    "purge",
+    "audit",
 ]
 
 

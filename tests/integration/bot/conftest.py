@@ -23,7 +23,7 @@ from bot.ports import BotTurn
 from bot.testing import FakeWechatApi, WechatServerSim, new_aes_key, reply_content
 from bot.wire import CallbackKeys
 from storage.crypto import Vault
-from storage.enums import RegionLevel, StaffRole
+from storage.enums import ConsentStatus, RegionLevel, StaffRole
 from storage.masking import mask_phone
 from storage.models.elder import Contact, Elder, ElderPhone, Profile
 from storage.models.region import Region
@@ -69,7 +69,7 @@ def seed(engine: Engine, vault: Vault) -> World:
         idn = "230183194501011234"
         elder = Elder(
             name="王秀英", id_number_enc=vault.encrypt(idn), id_number_hash=vault.blind_index(idn),
-            id_number_masked="2301**********1234", region_id=village.id,
+            id_number_masked="2301**********1234", region_id=village.id, consent_status=ConsentStatus.GRANTED,
         )
         s.add(elder)
         s.flush()

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from console.auth import hash_password
 from storage.crypto import Vault
-from storage.enums import Category, ContactKind, PhoneKind, RegionLevel, StaffRole
+from storage.enums import Category, ConsentStatus, ContactKind, PhoneKind, RegionLevel, StaffRole
 from storage.ledger.idcard import make_id
 from storage.masking import mask_id, mask_phone
 from storage.models.elder import Contact, Elder, ElderPhone, Profile
@@ -82,7 +82,8 @@ def build_world(sessions: sessionmaker[Session], vault: Vault, created_at: datet
             id_number = make_id("230125", date(1940, 3, 12), seq * 2 + 1)
             e = Elder(name=name, region_id=w.regions[village], categories=frozenset(cats),
                       id_number_enc=vault.encrypt(id_number), id_number_hash=vault.blind_index(id_number),
-                      id_number_masked=mask_id(id_number), address=f"{name}家", created_at=created_at)
+                      id_number_masked=mask_id(id_number), address=f"{name}家", created_at=created_at,
+                      consent_status=ConsentStatus.GRANTED)
             e.phones.append(ElderPhone(kind=PhoneKind.MOBILE, number_enc=vault.encrypt(phone),
                                        number_hash=vault.blind_index(phone), number_masked=mask_phone(phone)))
             son = f"1380451{seq:04d}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.crypto import Vault
-from storage.enums import Category, Locale, PhoneKind, RegionLevel, Sex, StaffRole
+from storage.enums import Category, ConsentStatus, Locale, PhoneKind, RegionLevel, Sex, StaffRole
 from storage.models import Elder, Region
 from storage.models.elder import ElderPhone
 from storage.models.staff import Staff
@@ -28,7 +28,8 @@ def make_world(sessions: sessionmaker[Session], vault: Vault, numbers: list[str]
         for i, number in enumerate(numbers):
             e = Elder(name=f"王{i}", sex=Sex.FEMALE, id_number_enc=vault.encrypt(f"2301831940010{i:05d}"),
                       id_number_hash=vault.blind_index(f"id{i}"), id_number_masked="2301**********0000",
-                      region_id=town.id, categories=frozenset({Category.LIVING_ALONE}), locale=locale)
+                      region_id=town.id, categories=frozenset({Category.LIVING_ALONE}), locale=locale,
+                      consent_status=ConsentStatus.GRANTED)
             e.phones.append(ElderPhone(kind=PhoneKind.MOBILE, number_enc=vault.encrypt(number),
                                        number_hash=vault.blind_index(number), number_masked=number[:3] + "****" + number[-4:],
                                        position=0))

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from storage.enums import Category, RegionLevel
+from storage.enums import Category, ConsentStatus, RegionLevel
 from storage.models import Elder, Region
 from storage.models.base import categories_to_mask
 
@@ -53,6 +53,7 @@ def add_elders(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 def add_elder(session: Session, i: int, region: Region, categories: set[Category], **kw: Any) -> int:
+    kw.setdefault("consent_status", ConsentStatus.GRANTED)  # the service is voluntary: planned only with consent
     e = Elder(name=f"老人{i}", id_number_enc=b"x", id_number_hash=f"h{i:012d}", id_number_masked="2301****",
               region_id=region.id, categories=frozenset(categories), **kw)
     session.add(e)

@@ -94,6 +94,7 @@ def test_tiers() -> None:
 
 
 def _elder(i: int, cats: set[Category], **kw: object) -> ElderFacts:
+    kw.setdefault("consent", ConsentStatus.GRANTED)
     return ElderFacts(i, "23/2301/230183/230183100", frozenset(cats), **kw)  # type: ignore[arg-type]
 
 
@@ -128,6 +129,9 @@ def test_history_pause_consent_and_guarantee() -> None:
     (p,) = plan_elder(paused, start, end, now=start, policy=POL)
     assert p.due_at >= L(2026, 11, 25)
     assert plan_elder(_elder(5, {Category.EMPTY_NEST}, consent=ConsentStatus.WITHDRAWN), start, end, now=start,
+                      policy=POL) == []
+    # The service is voluntary: no recorded consent, no automated calls.
+    assert plan_elder(_elder(5, {Category.EMPTY_NEST}, consent=ConsentStatus.UNKNOWN), start, end, now=start,
                       policy=POL) == []
     # On the 21st, nothing completed this month and nothing open: a guarantee call.
     now = L(2026, 11, 21, 8, 0)
