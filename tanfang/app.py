@@ -52,6 +52,9 @@ def build_app(ctx: Context, components: list[Component] | None = None) -> web.Ap
     app.router.add_get("/metrics", metrics)
     add_health_check(app, "database", lambda: _database_check(ctx))
     Gauge("tanfang_up", "1 while the process serves", registry=app[REGISTRY]).set(1)
+    from tanfang.metrics import DatabaseCollector
+
+    app[REGISTRY].register(DatabaseCollector(ctx.engine, ctx.now))
     for mount in components or []:
         mount(app, ctx)
     return app
@@ -94,5 +97,5 @@ def _dumps(obj: object) -> str:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[REGISTRY])
+    body = await asyncio.to_thread(generate_latest, request.app[REGISTRY])  # the DB gauges query
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Literal
 
 from aiohttp import web
 
 from tanfang.app import Component, HealthResult, add_health_check, build_app
 from tanfang.context import Context
+
+log = logging.getLogger(__name__)
 
 Role = Literal["all", "api", "planner", "dialer"]
 
@@ -58,19 +61,23 @@ def mount_console(app: web.Application, ctx: Context) -> None:
     from console.app import mount
     from console.config import ConsoleConfig
     from scheduler.config import load_policy
-    from scheduler.escalations import EscalationConfig
+    from tanfang.telephony import escalation_config
 
     s = ctx.settings
     config = ConsoleConfig(
         recordings_dir=s.recordings_dir, cookie_secure=s.cookie_secure, service_name=s.service_name,
         timezone=s.timezone, upload_dir=s.data_dir / "uploads", policies=load_policy(s.policy_file),
-        escalations=EscalationConfig(service_name=s.service_name),
+        escalations=escalation_config(s),
     )
     mount(app, sessions=ctx.sessions, vault=ctx.vault, now=ctx.now, config=config)
 
 
 def mount_outbox(app: web.Application, ctx: Context) -> None:
-    """The alert dispatcher (console channel now; other components register theirs in app[NOTIFIERS])."""
+    """The alert dispatcher (console channel; other components register theirs in app[NOTIFIERS]).
+
+    On shutdown it runs once more (bounded) so alerts written by the last calls still go out;
+    whatever cannot be delivered stays pending in the database for the next start.
+    """
     import asyncio
     from collections.abc import AsyncIterator
 
@@ -88,6 +95,10 @@ def mount_outbox(app: web.Application, ctx: Context) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        try:
+            await asyncio.wait_for(dispatcher.run_once(), timeout=10)
+        except Exception:  # undelivered alerts stay pending for the next start
+            log.warning("final outbox flush incomplete", extra={"action": "outbox_final_flush"})
 
     app.cleanup_ctx.append(run)
 
@@ -98,9 +109,10 @@ def mount_escalation_watchdog(app: web.Application, ctx: Context) -> None:
 
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-    from scheduler.escalations import EscalationConfig, run_watchdog
+    from scheduler.escalations import run_watchdog
+    from tanfang.telephony import escalation_config
 
-    config = EscalationConfig(service_name=ctx.settings.service_name)
+    config = escalation_config(ctx.settings)
 
     async def run(_app: web.Application) -> AsyncIterator[None]:
         sched = AsyncIOScheduler(timezone="UTC")
@@ -117,8 +129,8 @@ def mount_wechat(app: web.Application, ctx: Context) -> None:
     """``/wechat`` (callback) and the WeChat notifier, when TANFANG_WECHAT_* are set."""
     from bot.service import WechatConfig, build_runtime, mount
     from scheduler.config import load_policy
-    from scheduler.escalations import EscalationConfig
     from scheduler.outbox import NOTIFIERS, NotifierRegistry
+    from tanfang.telephony import escalation_config
 
     s = ctx.settings
     if not (s.wechat_appid and s.wechat_secret and s.wechat_token):
@@ -135,7 +147,7 @@ def mount_wechat(app: web.Application, ctx: Context) -> None:
     )
     runtime = build_runtime(config, engine=ctx.engine, vault=ctx.vault, now=ctx.now,
                             policy=load_policy(s.policy_file),
-                            escalations=EscalationConfig(service_name=s.service_name, family_channels=("wechat",)))
+                            escalations=escalation_config(s))
     mount(app, runtime)
     registry = app.get(NOTIFIERS) or NotifierRegistry()
     app[NOTIFIERS] = registry
@@ -148,7 +160,11 @@ def mount_wechat(app: web.Application, ctx: Context) -> None:
 
 
 def components_for(role: Role) -> list[Component]:
-    """Later issues add the console, WeChat callback, planner, watchdog and dialer here."""
+    """api: signals, console + JSON API, WeChat callback, outbox; planner: planner + escalation
+    watchdog; dialer: the dialer worker (only with a trunk or dial template); all: everything.
+
+    Order matters: shutdown runs in reverse, so the dialer stops first (its last calls write their
+    alerts), then the watchdog and planner, then the outbox flushes, then WeChat closes."""
     components: list[Component] = []
     if role in ("all", "api"):
         components.append(mount_signals)

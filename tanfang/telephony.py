@@ -96,10 +96,9 @@ def mount_dialer(app: web.Application, ctx: Context, *, plan: DialPlan | None = 
                                             line_capacity=s.line_capacity, lease=timedelta(minutes=5),
                                             breaker_threshold=s.breaker_threshold,
                                             breaker_cooldown_s=s.breaker_cooldown_s, hotline=s.hotline,
-                                            service_name=s.service_name,
+                                            service_name=s.service_name, grace_s=s.shutdown_grace_s,
                                             spool_dir=s.data_dir / "spool" / socket.gethostname()),
-                        policy=policy, metrics=metrics, now=ctx.now,
-                        escalations=EscalationConfig(service_name=s.service_name))
+                        policy=policy, metrics=metrics, now=ctx.now, escalations=escalation_config(s))
         state["dialer"] = dialer
         task = asyncio.create_task(dialer.run())
         yield
