@@ -248,6 +248,8 @@ async def main() -> None:
     ap.add_argument("--nice", type=int, default=0,
                     help="nice value of this process (negative: favour it over other work on a shared host)")
     ap.add_argument("--realtime", action="store_true", help="run this process's event loop with SCHED_RR priority 10")
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="gc.freeze() before each step (what the assembly could do after start-up)")
     ap.add_argument("--pin", action="store_true", help="phones on the last CPU, this process on the first")
     ap.add_argument("--keep-going", action="store_true", help="measure every step even after an unclean one")
     args = ap.parse_args()
@@ -290,6 +292,9 @@ async def main() -> None:
             if time.monotonic() - started > args.budget_s:
                 print(f"budget used; stopping before N={n}")
                 break
+            if args.gc_freeze:
+                gc.collect()
+                gc.freeze()
             r = await step(ua, phones, samplers, n, prompt, args)
             print(f"N={n:4d} clean={r['clean']!s:5} concurrent={r['peak_active']:4d} "
                   f"cpu/call={r['cpu_per_call_pct']:.2f}% ({r['ours_cores']:.2f} cores; phones "
