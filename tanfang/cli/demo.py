@@ -1,7 +1,9 @@
 """``tanfang demo``: the README's first command — a working Tanfang on the sample county.
 
 Migrates the embedded SQLite database, imports the sample region tree and ledger (idempotent:
-running it again changes nothing), creates a demo console login, and serves the application.
+running it again changes nothing), creates a demo console login, then (unless ``--no-serve``)
+starts the demo village of baresip phones and a local WeChat stand-in, serves the application and
+runs a real round of check-ins (``tanfang.demo.run``), and keeps serving until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ DEMO_USER = "demo"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
-    p = sub.add_parser("demo", help="演示：导入示例县的台帐并启动服务")
+    p = sub.add_parser("demo", help="演示：导入示例县的台帐，启动演示村的电话，跑一轮真实的探访")
     p.add_argument("--no-serve", action="store_true", help="只准备数据，不启动服务")
+    p.add_argument("--port", type=int, default=None, help="控制台端口（默认取 TANFANG_PORT，即 8080）")
+    p.add_argument("--exit-after-round", action="store_true", help="这一轮探访结束后就停止（用于测试）")
     p.set_defaults(handler=cmd_demo)
 
 
@@ -77,10 +81,19 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         password = prepare(ctx)
     finally:
         ctx.close()
+    if args.port:
+        settings = settings.model_copy(update={"port": args.port})
     url = f"http://{settings.host}:{settings.port}/"
-    print(f"\n控制台：{url}\n演示账号：{DEMO_USER}   密码：{password}\n（密码也保存在 {settings.data_dir / 'demo-login.txt'}）\n")
+    print(f"\n控制台：{url}\n演示账号：{DEMO_USER}   密码：{password}\n（密码也保存在 {settings.data_dir / 'demo-login.txt'}）\n",
+          flush=True)
     if args.no_serve:
         return 0
-    from tanfang.cli.serve import cmd_serve
+    import asyncio
 
-    return cmd_serve(argparse.Namespace(role="all", host=None, port=None), settings)
+    from tanfang.demo.run import main
+
+    try:
+        result = asyncio.run(main(settings, password=password, user=DEMO_USER, exit_after_round=args.exit_after_round))
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from exc
+    return 0 if result.finished or not args.exit_after_round else 1
