@@ -12,8 +12,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from storage.crypto import Vault, VaultError
@@ -190,6 +191,26 @@ def expected_last_four(session: Session, vault: Vault, code: WechatBindingCode) 
     except VaultError:
         log.error("cannot decrypt phone for binding", extra={"action": "wechat_bind_decrypt_failed"})
         return None
+
+
+class BindingRow(NamedTuple):
+    id: int
+    role: str
+    elder_id: int | None
+    contact_id: int | None
+    staff_id: int | None
+
+
+_ROWS = (
+    select(WechatBinding.id, WechatBinding.role, WechatBinding.elder_id, WechatBinding.contact_id, WechatBinding.staff_id)
+    .where(WechatBinding.openid == bindparam("openid"), WechatBinding.unbound_at.is_(None))
+    .order_by(WechatBinding.id)
+)
+
+
+def binding_rows(session: Session, openid: str) -> list[BindingRow]:
+    """The follower's live bindings as plain rows (the hot path: no ORM objects)."""
+    return [BindingRow(*r) for r in session.connection().execute(_ROWS, {"openid": openid})]
 
 
 def active_bindings(session: Session, openid: str) -> list[WechatBinding]:

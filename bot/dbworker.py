@@ -6,11 +6,19 @@ batch is rolled back and each job runs again in its own transaction, so one bad 
 takes the others down (jobs must be pure database work, safe to run again after a rollback). On SQLite one thread is the single writer (no
 busy-wait sleeps between our own threads); on PostgreSQL several threads work in parallel.
 Fewer thread hand-offs and commits per message is what keeps the event loop responsive.
+
+On SQLite the work is by default done *inline*, on the event loop's own thread, in micro-batches
+(all jobs queued during one loop iteration share one transaction): a worker thread contending for
+the GIL with a busy event loop waits up to the interpreter's switch interval (5 ms) at every
+SQLite call, which costs more than the work itself. Inline batches use a short busy timeout
+(``inline_busy_ms``); if another writer holds the database lock, the batch moves to the worker
+thread instead of blocking the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -18,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from bot.dedup import write_session
@@ -36,9 +45,22 @@ class _Job:
 
 
 class DbWorker:
-    def __init__(self, engine: Engine, *, threads: int | None = None, max_batch: int = 32) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        threads: int | None = None,
+        max_batch: int = 32,
+        inline: bool | None = None,
+        inline_busy_ms: int = 50,
+    ) -> None:
         self.engine = engine
         self.max_batch = max_batch
+        self.inline = engine.dialect.name == "sqlite" if inline is None else inline
+        self.inline_busy_ms = inline_busy_ms
+        self._pending: list[_Job] = []
+        self._short: Engine | None = None
+        self._flush_scheduled = False
         self.threads = threads or (1 if engine.dialect.name == "sqlite" else 4)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._started: list[threading.Thread] = []
@@ -57,15 +79,102 @@ class DbWorker:
 
     async def run(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` inside a write transaction; its result once committed."""
-        self._start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(fn, loop, future))
+        job = _Job(fn, loop, future)
+        if self.inline:
+            self._pending.append(job)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush_inline)
+        else:
+            self._start()
+            self._queue.put(job)
         return await future
+
+    def _flush_inline(self) -> None:
+        self._flush_scheduled = False
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            try:
+                outcomes = self._inline_batch(batch)
+            except OperationalError:  # locked by another writer: let a thread wait for it
+                log.info("database busy, batch to worker thread", extra={"action": "wechat_db_busy"})
+                self._start()
+                for job in batch:
+                    self._queue.put(job)
+                continue
+            self.batches += 1
+            self.jobs += len(batch)
+            for job, ok, value in outcomes:
+                _settle(job.future, ok, value)
+
+    def _inline_engine(self) -> Engine:
+        """The same database with a short busy timeout: the loop never waits long for a lock."""
+        if self._short is None:
+            short = create_engine(self.engine.url, poolclass=self.engine.pool.__class__)
+            busy_ms = int(self.inline_busy_ms)
+
+            @event.listens_for(short, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+                cur.close()
+
+            @event.listens_for(short, "begin")
+            def _begin(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+
+            self._short = short
+        return self._short
+
+    def _inline_batch(self, batch: list[_Job]) -> list[tuple[_Job, bool, Any]]:
+        with self._inline_engine().connect() as conn:
+            together = self._on(conn, batch) if len(batch) > 1 else None
+            if together is not None:
+                return together
+            return [self._on_one(conn, job) for job in batch]
+
+    def _on_one(self, conn: Connection, job: _Job) -> tuple[_Job, bool, Any]:
+        try:
+            res = self._on(conn, [job], raise_errors=True)
+        except OperationalError as exc:
+            if _locked(exc):
+                raise
+            return job, False, exc
+        except Exception as exc:
+            return job, False, exc
+        assert res is not None
+        return res[0]
+
+    def _on(self, conn: Connection, batch: list[_Job], raise_errors: bool = False) -> list[tuple[_Job, bool, Any]] | None:
+        """Run ``batch`` in one transaction on ``conn``; None if a job failed (all rolled back).
+        Lock timeouts always propagate (the caller hands the batch to a thread)."""
+        conn.info["write"] = True
+        try:
+            with conn.begin(), Session(bind=conn, expire_on_commit=False) as session:
+                results = [(job, True, job.fn(session)) for job in batch]
+                session.flush()
+            return results
+        except OperationalError as exc:
+            if raise_errors or _locked(exc):
+                raise
+            return None
+        except Exception:
+            if raise_errors:
+                raise
+            return None
+        finally:
+            conn.info.pop("write", None)
 
     def close(self) -> None:
         for _ in self._started:
             self._queue.put(None)
+        if self._short is not None:
+            self._short.dispose()
 
     def _loop(self) -> None:
         while True:
@@ -91,10 +200,8 @@ class DbWorker:
         self.batches += 1
         self.jobs += len(batch)
         for job, ok, value in outcomes:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed (shutdown): nobody waits
                 job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
-            except RuntimeError:  # the loop is closed (shutdown): nobody waits any more
-                pass
 
     def _try_together(self, batch: list[_Job]) -> list[tuple[_Job, bool, Any]] | None:
         try:
@@ -110,6 +217,11 @@ class DbWorker:
                 return job, True, job.fn(session)
         except Exception as exc:
             return job, False, exc
+
+
+def _locked(exc: OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

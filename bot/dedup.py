@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,6 +26,12 @@ from storage.models.wechat import WechatDedup
 log = logging.getLogger(__name__)
 
 KEEP = timedelta(days=2)
+_CLAIM = insert(WechatDedup).values(key=bindparam("key"), owner=bindparam("owner"), created_at=bindparam("now"))
+_COMPLETE = (
+    update(WechatDedup)
+    .where(WechatDedup.key == bindparam("k"))
+    .values(reply=bindparam("reply"), completed_at=bindparam("now"))
+)
 
 
 @contextmanager
@@ -59,17 +65,13 @@ class DedupStore:
         """Insert the key's row in ``session``'s transaction (PostgreSQL: a concurrent insert of the
         same key waits for ours to commit, then fails). False: it exists (roll back the session)."""
         try:
-            session.execute(insert(WechatDedup).values(key=key, owner=self.owner, created_at=self.now()))
+            session.connection().execute(_CLAIM, {"key": key, "owner": self.owner, "now": self.now()})
         except IntegrityError:
             return False
         return True
 
     def complete_in(self, session: Session, key: str, reply: str) -> None:
-        session.execute(
-            update(WechatDedup)
-            .where(WechatDedup.key == key)
-            .values(reply=self._seal(reply), completed_at=self.now())
-        )
+        session.connection().execute(_COMPLETE, {"k": key, "reply": self._seal(reply), "now": self.now()})
 
     def store(self, session: Session, key: str, reply: str) -> None:
         row = session.get(WechatDedup, key)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -25,7 +25,7 @@ from storage.enums import Outcome
 from storage.models.checkin import CallAttempt, CheckIn
 from storage.models.elder import Contact, Elder, Profile
 from storage.models.staff import Staff
-from storage.models.wechat import WechatBinding, WechatBindingCode, WechatConversation, WechatFollower
+from storage.models.wechat import WechatBindingCode, WechatConversation, WechatFollower
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,36 @@ def family_command(text: str) -> str | None:
         if any(w in s for w in words):
             return name
     return None
+
+
+# Hot-path statements, built once (executed with parameters on the session's connection).
+_ELDER_NAME = select(Elder.name).where(Elder.id == bindparam("elder_id"))
+_LAST_CHECKIN = (
+    select(CheckIn.id, CheckIn.completed_at, CheckIn.outcome)
+    .where(CheckIn.elder_id == bindparam("elder_id"), CheckIn.completed_at.is_not(None))
+    .order_by(CheckIn.completed_at.desc(), CheckIn.id.desc())
+    .limit(1)
+)
+_LAST_CALL = (
+    select(CallAttempt.checkin_id, CallAttempt.channel, CallAttempt.ended_at, CallAttempt.outcome, CallAttempt.intents)
+    .where(CallAttempt.elder_id == bindparam("elder_id"), CallAttempt.ended_at.is_not(None))
+    .order_by(CallAttempt.ended_at.desc(), CallAttempt.id.desc())
+    .limit(1)
+)
+_SHARED = select(Profile.health_details_shared_with_family).where(Profile.elder_id == bindparam("elder_id"))
+_CONV_EXISTS = select(WechatConversation.expires_at).where(WechatConversation.openid == bindparam("openid"))
+
+
+def _upsert(insert: Any) -> Any:
+    return (
+        insert(WechatFollower)
+        .values(openid=bindparam("openid"), subscribed=True, failed_code_attempts=0, last_inbound_at=bindparam("now"))
+        .on_conflict_do_update(index_elements=["openid"], set_={"last_inbound_at": bindparam("now")})
+    )
+
+
+_UPSERT_PG = _upsert(pg_insert)
+_UPSERT_SQLITE = _upsert(sqlite_insert)
 
 
 @dataclass(frozen=True)
@@ -82,9 +112,9 @@ class Flows:
 
     # -- entry -----------------------------------------------------------------
     def handle(self, session: Session, msg: Inbound, now: datetime) -> str | None:
-        follower = self._follower(session, msg.openid, now)
+        self._touch_follower(session, msg.openid, now)
         if msg.kind == "event":
-            return self._event(session, follower, msg, now)
+            return self._event(session, msg, now)
         conv = self._conversation(session, msg.openid, now)
         if msg.kind not in ("text", "voice"):
             return t.UNSUPPORTED
@@ -95,8 +125,8 @@ class Flows:
             session.delete(conv)
             conv = None
         if text.isdigit() and len(text) == 6:
-            return self._lookup(session, follower, b.CodeKind.CODE, text, now)
-        bindings = b.active_bindings(session, msg.openid)
+            return self._lookup(session, msg.openid, b.CodeKind.CODE, text, now)
+        bindings = b.binding_rows(session, msg.openid)
         elder_binding = next((x for x in bindings if x.role == b.BindRole.ELDER), None)
         if elder_binding is not None and elder_binding.elder_id is not None:
             return self._elder_turn(session, elder_binding.elder_id, conv, msg, text, now)
@@ -117,8 +147,10 @@ class Flows:
         return self._family(session, family, command, msg.openid, now)
 
     # -- events ----------------------------------------------------------------
-    def _event(self, session: Session, follower: WechatFollower, msg: Inbound, now: datetime) -> str | None:
+    def _event(self, session: Session, msg: Inbound, now: datetime) -> str | None:
         event = (msg.event or "").lower()
+        follower = session.get(WechatFollower, msg.openid)
+        assert follower is not None
         if event == "unsubscribe":
             follower.subscribed = False
             follower.unsubscribed_at = now
@@ -133,13 +165,13 @@ class Flows:
                 follower.subscribed_at = now
             scene = (msg.event_key or "").removeprefix("qrscene_")
             if event != "subscribe" and scene:
-                return self._lookup(session, follower, b.CodeKind.SCENE, scene, now)
+                return self._lookup(session, msg.openid, b.CodeKind.SCENE, scene, now)
             return t.welcome(self.config.service_name)
         if event == "click":
             command = MENU_KEYS.get((msg.event_key or "").upper())
             if command is None:
                 return t.MENU
-            bindings = b.active_bindings(session, msg.openid)
+            bindings = b.binding_rows(session, msg.openid)
             if command == "unbind":
                 return self._unbind(session, msg.openid, now)
             family = [x for x in bindings if x.role == b.BindRole.FAMILY and x.elder_id is not None]
@@ -149,7 +181,9 @@ class Flows:
         return None
 
     # -- binding ---------------------------------------------------------------
-    def _lookup(self, session: Session, follower: WechatFollower, kind: b.CodeKind, value: str, now: datetime) -> str:
+    def _lookup(self, session: Session, openid: str, kind: b.CodeKind, value: str, now: datetime) -> str:
+        follower = session.get(WechatFollower, openid)
+        assert follower is not None
         if b.lookups_blocked(follower, now):
             return t.CODE_BLOCKED
         code = b.find_code(session, self.vault, kind, value, now)
@@ -212,14 +246,15 @@ class Flows:
 
     # -- family ----------------------------------------------------------------
     def _family(
-        self, session: Session, family: list[WechatBinding], command: str | None, openid: str, now: datetime
+        self, session: Session, family: list[b.BindingRow], command: str | None, openid: str, now: datetime
     ) -> str:
         elder_ids = list(dict.fromkeys(x.elder_id for x in family if x.elder_id is not None))
         if command == "status":
             return "\n\n".join(self.status_text(session, eid, now) for eid in elder_ids)
         if command in ("digest_on", "digest_off"):
-            for x in family:
-                x.digest_opt_in = command == "digest_on"
+            for row in b.active_bindings(session, openid):
+                if row.role == b.BindRole.FAMILY:
+                    row.digest_opt_in = command == "digest_on"
             return t.DIGEST_ON if command == "digest_on" else t.DIGEST_OFF
         if command in ("call", "visit"):
             if len(elder_ids) > 1:
@@ -266,25 +301,17 @@ class Flows:
         return t.visit_requested(name)
 
     def _elder_name(self, session: Session, elder_id: int) -> str:
-        elder = session.get(Elder, elder_id)
-        return elder.name if elder else "老人"
+        name = session.connection().execute(_ELDER_NAME, {"elder_id": elder_id}).scalar()
+        return name or "老人"
 
     def status_text(self, session: Session, elder_id: int, now: datetime) -> str:
         """The last finished check-in in plain words; health details only with the elder's consent."""
-        name = self._elder_name(session, elder_id)
-        last = session.scalar(
-            select(CheckIn)
-            .where(CheckIn.elder_id == elder_id, CheckIn.completed_at.is_not(None))
-            .order_by(CheckIn.completed_at.desc(), CheckIn.id.desc())
-            .limit(1)
-        )
-        call = session.scalar(
-            select(CallAttempt)
-            .where(CallAttempt.elder_id == elder_id, CallAttempt.ended_at.is_not(None))
-            .order_by(CallAttempt.ended_at.desc(), CallAttempt.id.desc())
-            .limit(1)
-        )
-        if last is None and (call is None or call.outcome is None):
+        conn = session.connection()
+        args = {"elder_id": elder_id}
+        name = conn.execute(_ELDER_NAME, args).scalar() or "老人"
+        last = conn.execute(_LAST_CHECKIN, args).first()
+        call = conn.execute(_LAST_CALL, args).first()
+        if (last is None or last.outcome is None) and (call is None or call.outcome is None):
             return f"{name}：暂时还没有探访记录。"
         if last is not None and last.completed_at is not None and last.outcome is not None:
             when, outcome = last.completed_at, last.outcome
@@ -293,9 +320,8 @@ class Flows:
             assert call is not None and call.outcome is not None and call.ended_at is not None
             when, outcome, channel = call.ended_at, call.outcome, "微信" if call.channel == "wechat" else "电话"
         lines = [f"{name} 最近一次探访：{t.local_time(when)}（{channel}）", f"结果：{t.OUTCOME_WORDS[Outcome(outcome)]}。"]
-        profile = session.get(Profile, elder_id)
-        shared = bool(profile and profile.health_details_shared_with_family)
-        details = [t.INTENT_WORDS[i] for i in (call.intents if call else []) if i in t.INTENT_WORDS]
+        shared = bool(conn.execute(_SHARED, args).scalar())
+        details = [t.INTENT_WORDS[i] for i in ((call.intents or []) if call else []) if i in t.INTENT_WORDS]
         if shared and details:
             lines.append("老人在通话中" + "；".join(dict.fromkeys(details)) + "。")
         elif details or outcome in (Outcome.NEEDS_FOLLOWUP, Outcome.EMERGENCY):
@@ -354,20 +380,16 @@ class Flows:
         return reply
 
     # -- state -------------------------------------------------------------------
-    def _follower(self, session: Session, openid: str, now: datetime) -> WechatFollower:
-        """The follower row, created if new, its last inbound time set, and locked (one statement):
-        one message per follower at a time."""
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        stmt = (
-            insert(WechatFollower)
-            .values(openid=openid, subscribed=True, failed_code_attempts=0, last_inbound_at=now)
-            .on_conflict_do_update(index_elements=["openid"], set_={"last_inbound_at": now})
-            .returning(WechatFollower)
-        )
-        row = session.scalars(stmt, execution_options={"populate_existing": True}).one()
-        return row
+    def _touch_follower(self, session: Session, openid: str, now: datetime) -> None:
+        """Create the follower if new and set its last inbound time (the 48-hour window), in one
+        statement that also locks the row: one message per follower at a time."""
+        upsert = _UPSERT_PG if session.get_bind().dialect.name == "postgresql" else _UPSERT_SQLITE
+        session.connection().execute(upsert, {"openid": openid, "now": now})
 
     def _conversation(self, session: Session, openid: str, now: datetime) -> WechatConversation | None:
+        exists = session.connection().execute(_CONV_EXISTS, {"openid": openid}).first()
+        if exists is None:
+            return None
         conv = session.get(WechatConversation, openid)
         if conv is not None and conv.expires_at <= now:
             session.delete(conv)
