@@ -12,6 +12,7 @@ and not needed for a telephone line (see tests/unit/media/test_vad.py for the me
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections import deque
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class SpeechDetector:
         self._end_frames = max(1, cfg.end_silence_ms // FRAME_MS)
         self._max_frames = max(1, cfg.max_utterance_ms // FRAME_MS)
         self._levels: deque[float] = deque(maxlen=max(5, cfg.floor_window_ms // FRAME_MS))
+        self._sorted: list[float] = []  # the same levels, sorted: the floor without a sort per frame
         self._recent: deque[bytes] = deque(maxlen=max(self._start_frames + 1, cfg.preroll_ms // FRAME_MS))
         self._recent_loud: deque[bool] = deque(maxlen=self._start_frames + 1)
         self._pending = b""
@@ -105,10 +107,27 @@ class SpeechDetector:
 
     @property
     def noise_floor_dbfs(self) -> float:
-        if not self._levels:
+        """``floor_percentile`` of the recent levels (numpy's linear interpolation), at least ``min_floor_dbfs``."""
+        s = self._sorted
+        if not s:
             return self.config.min_floor_dbfs
-        floor = float(np.percentile(np.fromiter(self._levels, float), self.config.floor_percentile))
+        pos = self.config.floor_percentile / 100.0 * (len(s) - 1)
+        lo = int(pos)
+        frac = pos - lo
+        floor = s[lo] if frac == 0.0 or lo + 1 >= len(s) else s[lo] + (s[lo + 1] - s[lo]) * frac
         return max(floor, self.config.min_floor_dbfs)
+
+    @property
+    def trailing_silence_ms(self) -> int:
+        """How long the current utterance has been quiet (0 when not in speech or still voiced)."""
+        return self._quiet * FRAME_MS if self._in_speech else 0
+
+    def end_now(self) -> SpeechEnd | None:
+        """End the current utterance at once as if its trailing silence were complete (the caller
+        decided earlier, e.g. the recogniser already has a complete answer); None if not in speech."""
+        if not self._in_speech:
+            return None
+        return self._end(EndReason.SILENCE)
 
     def feed(self, pcm: bytes) -> list[VadEvent]:
         data = self._pending + pcm
@@ -141,7 +160,12 @@ class SpeechDetector:
         samples = as_int16(frame)
         level = frame_dbfs(samples)
         floor = self.noise_floor_dbfs
-        self._levels.append(level)
+        levels = self._levels
+        if len(levels) == levels.maxlen:
+            old = levels[0]
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        levels.append(level)
+        bisect.insort(self._sorted, level)
         self._frame_no += 1
         ms_now = self._frame_no * FRAME_MS
         if not self._in_speech:
