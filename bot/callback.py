@@ -31,8 +31,9 @@ from wechatpy.replies import create_reply
 from bot import wire
 from bot.dbworker import DbWorker
 from bot.dedup import DedupStore, wait_for_reply, write_session
-from bot.flows import Flows, Inbound
+from bot.flows import Flows, Inbound, family_command
 from bot.ports import VoiceRecognizer
+from dialogs.nlu.intents import IntentParser
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class CallbackService:
     freshness_seconds: int = wire.FRESHNESS_SECONDS
     recognizer: VoiceRecognizer | None = None
     fallback: CustomerServiceSender | None = None
+    intent_parser: IntentParser | None = None  # parses elders' replies in a thread (Rasa may block)
     handler_runs: int = 0  # how often flows.handle ran (retries must not add to it)
     _inflight: dict[str, _InFlight] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -202,11 +204,12 @@ class CallbackService:
     async def _inbound(self, msg: BaseMessage) -> Inbound:
         openid = str(msg.source)
         if msg.type == "text":
-            return Inbound(openid, "text", text=str(getattr(msg, "content", "") or ""))
+            text = str(getattr(msg, "content", "") or "")
+            return Inbound(openid, "text", text=text, intent=await self._parse(text))
         if msg.type == "voice":
             recognised = getattr(msg, "recognition", None)
             if recognised:
-                return Inbound(openid, "voice", text=str(recognised))
+                return Inbound(openid, "voice", text=str(recognised), intent=await self._parse(str(recognised)))
             if self.recognizer is not None and getattr(msg, "media_id", None):
                 try:
                     heard = await self.recognizer.recognize(str(msg.media_id), locale="zh")
@@ -214,12 +217,23 @@ class CallbackService:
                     log.exception("voice recognition failed", extra={"action": "wechat_asr_failed"})
                     heard = None
                 if heard:
-                    return Inbound(openid, "voice", text=heard)
+                    return Inbound(openid, "voice", text=heard, intent=await self._parse(heard))
             return Inbound(openid, "voice", text="", voice_unrecognised=True)
         if msg.type == "event":
             data = msg._data
             return Inbound(openid, "event", event=str(data.get("Event", "")).lower(), event_key=str(data.get("EventKey") or ""))
         return Inbound(openid, "other")
+
+    async def _parse(self, text: str) -> object | None:
+        """The zh intent of a possible check-in answer (not for digits or family commands)."""
+        t = text.strip()
+        if self.intent_parser is None or not t or t.isdigit() or family_command(t) is not None:
+            return None
+        try:
+            return await asyncio.to_thread(self.intent_parser.parse, t, "zh")
+        except Exception:
+            log.exception("intent parsing failed", extra={"action": "wechat_nlu_failed"})
+            return None
 
     async def prune_loop(self, every_s: float = 3600.0) -> None:
         while True:

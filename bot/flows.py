@@ -93,6 +93,7 @@ class Inbound:
     event: str | None = None  # subscribe / subscribe_scan / scan / unsubscribe / click / ...
     event_key: str | None = None
     voice_unrecognised: bool = False
+    intent: Any = None  # the zh intent, parsed off the event loop before the transaction
 
 
 @dataclass
@@ -359,7 +360,9 @@ class Flows:
         else:
             data = dict(conv.state)
         data["transcript"].append({"who": "elder", "text": text, "at": now.isoformat(), "via": msg.kind})
-        state, turn = self.engine.answer(data["dialog"], text=None if digit else text, digit=digit, now=now)
+        state, turn = self.engine.answer(
+            data["dialog"], text=None if digit else text, digit=digit, now=now, intent=msg.intent
+        )
         data["dialog"] = state
         reply = turn.render()
         data["transcript"].append({"who": "system", "text": reply, "at": now.isoformat()})

@@ -59,7 +59,7 @@ class CheckinEngine(Protocol):
     def start(self, *, elder_id: int, elder_name: str, locale: str, now: datetime) -> tuple[dict[str, Any], BotTurn]: ...
 
     def answer(
-        self, state: dict[str, Any], *, text: str | None, digit: str | None, now: datetime
+        self, state: dict[str, Any], *, text: str | None, digit: str | None, now: datetime, intent: Any = None
     ) -> tuple[dict[str, Any], BotTurn]: ...
 
 

@@ -23,10 +23,13 @@ from bot.adapters import EscalationVisits, QueueCalls
 from bot.api import ApiConfig, TokenStore, WechatApi
 from bot.callback import CallbackService, add_routes, owner_id
 from bot.dedup import DedupStore, write_session
+from bot.dialog_adapter import DialogsCheckin
 from bot.flows import BotConfig, DefaultRecorder, Flows
 from bot.notifier import NotifierConfig, WechatNotifier
 from bot.ports import CheckinEngine, CheckinRecorder, VoiceRecognizer
 from bot.wire import CallbackKeys
+from dialogs.engine import DialogEngine
+from dialogs.nlu.intents import IntentParser
 from scheduler.config import PolicySet
 from scheduler.escalations import DEFAULT_CONFIG, EscalationConfig
 from scheduler.notify import AlertKind, RecipientKind
@@ -124,6 +127,21 @@ def build_runtime(
         now=now, on_quota=QuotaAlerter(engine, now),
     )
     return WechatRuntime(config, callback, api, notifier, flows)
+
+
+def enable_checkins(
+    runtime: WechatRuntime,
+    engine: DialogEngine,
+    parser: IntentParser,
+    escalations: EscalationConfig = DEFAULT_CONFIG,
+) -> DialogsCheckin:
+    """Let elders bound as themselves check in through the dialogs engine (once the NLU is loaded)."""
+    adapter = DialogsCheckin(engine, parser, service_name=runtime.config.service_name,
+                             hotline=runtime.config.hotline, escalations=escalations)
+    runtime.callback.intent_parser = parser
+    runtime.flows.engine = adapter
+    runtime.flows.recorder = adapter
+    return adapter
 
 
 def mount(app: web.Application, runtime: WechatRuntime, path: str = "/wechat") -> None:

@@ -127,6 +127,9 @@ def mount_escalation_watchdog(app: web.Application, ctx: Context) -> None:
 
 def mount_wechat(app: web.Application, ctx: Context) -> None:
     """``/wechat`` (callback) and the WeChat notifier, when TANFANG_WECHAT_* are set."""
+    import asyncio
+    from collections.abc import AsyncIterator
+
     from bot.service import WechatConfig, build_runtime, mount
     from scheduler.config import load_policy
     from scheduler.outbox import NOTIFIERS, NotifierRegistry
@@ -149,6 +152,20 @@ def mount_wechat(app: web.Application, ctx: Context) -> None:
                             policy=load_policy(s.policy_file),
                             escalations=escalation_config(s))
     mount(app, runtime)
+    escalations = escalation_config(s)
+
+    async def checkins(_app: web.Application) -> AsyncIterator[None]:
+        # elders' check-ins on WeChat need the NLU model, which may take a while to load
+        from bot.service import enable_checkins
+        from dialogs.engine import DialogEngine
+        from dialogs.script import load_scripts
+        from tanfang.nlu import build_intent_parser
+
+        parser = await asyncio.to_thread(build_intent_parser, s)
+        enable_checkins(runtime, DialogEngine(load_scripts()), parser, escalations)
+        yield
+
+    app.cleanup_ctx.append(checkins)
     registry = app.get(NOTIFIERS) or NotifierRegistry()
     app[NOTIFIERS] = registry
     registry.register(runtime.notifier)

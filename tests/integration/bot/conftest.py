@@ -39,7 +39,8 @@ class KeywordEngine:
     def start(self, *, elder_id: int, elder_name: str, locale: str, now: datetime) -> tuple[dict[str, Any], BotTurn]:
         return {"step": "ask"}, BotTurn(texts=(f"{elder_name}您好，最近身体怎么样？",), options=(("1", "挺好"), ("2", "不太好")))
 
-    def answer(self, state: dict[str, Any], *, text: str | None, digit: str | None, now: datetime) -> tuple[dict[str, Any], BotTurn]:
+    def answer(self, state: dict[str, Any], *, text: str | None, digit: str | None, now: datetime,
+               intent: Any = None) -> tuple[dict[str, Any], BotTurn]:
         if digit == "1" or (text and "挺好" in text):
             return {"step": "end"}, BotTurn(texts=("好的，祝您身体健康！",), finished=True, outcome="well", intents=("fine",))
         if digit == "2" or (text and ("不" in text or "晕" in text)):
