@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from dialogs.engine import DialogEngine
 from dialogs.script import load_scripts
@@ -24,11 +27,16 @@ from ivr.dialer import Dialer, DialerConfig, DialerMetrics
 from ivr.dialplan import DialPlan
 from ivr.sip import SipConfig, TransportKind, UserAgent
 from ivr.tts import PromptCache
+from scheduler import queue as q
 from scheduler.config import load_policy
 from scheduler.escalations import EscalationConfig
+from storage.enums import CheckInStatus
+from storage.models.checkin import CheckIn
 from tanfang.app import REGISTRY, HealthResult, add_health_check
 from tanfang.context import Context
 from tanfang.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def sip_config(settings: Settings, *, local_port: int | None = None) -> SipConfig:
@@ -70,6 +78,21 @@ def escalation_config(settings: Settings) -> EscalationConfig:
     return EscalationConfig(service_name=settings.service_name, family_channels=("wechat",) if wechat else ())
 
 
+def release_leases(sessions: sessionmaker[Session], worker: str, now: datetime) -> int:
+    """After the dialer stopped and the UA closed: check-ins this worker still holds (e.g. a call
+    still ringing when the shutdown grace ran out) go back to the queue now, not when the lease
+    expires minutes later. Returns how many."""
+    with sessions() as s:
+        rows = s.execute(select(CheckIn.id, CheckIn.version).where(
+            CheckIn.status == CheckInStatus.DIALING, CheckIn.lease_owner == worker)).all()
+    n = 0
+    for cid, version in rows:
+        with contextlib.suppress(q.LeaseLost), q.write_session(sessions) as db:
+            q.release(db, cid, worker=worker, version=version, now=now, note="拨号进程停止，交回队列")
+            n += 1
+    return n
+
+
 def mount_dialer(app: web.Application, ctx: Context, *, plan: DialPlan | None = None) -> None:
     """The dialer worker as a background task of ``tanfang serve`` (roles all/dialer, trunk set).
 
@@ -85,6 +108,7 @@ def mount_dialer(app: web.Application, ctx: Context, *, plan: DialPlan | None = 
     models = asr_models(s)
     metrics = DialerMetrics(app[REGISTRY])
     state: dict[str, Dialer] = {}
+    worker = f"{socket.gethostname()}:{os.getpid()}"[:64]
 
     async def run(_app: web.Application) -> AsyncIterator[None]:
         ua = UserAgent(sip_config(s), now=ctx.now)
@@ -92,7 +116,7 @@ def mount_dialer(app: web.Application, ctx: Context, *, plan: DialPlan | None = 
         parser = await asyncio.to_thread(build_intent_parser, s)
         dialer = Dialer(sessions=ctx.sessions, runner=runner(s, ua, asr=models, parser=parser),
                         engine=DialogEngine(load_scripts()), dial_plan=plan, vault=ctx.vault,
-                        config=DialerConfig(worker=f"{socket.gethostname()}:{os.getpid()}"[:64],
+                        config=DialerConfig(worker=worker,
                                             line_capacity=s.line_capacity, lease=timedelta(minutes=5),
                                             breaker_threshold=s.breaker_threshold,
                                             breaker_cooldown_s=s.breaker_cooldown_s, hotline=s.hotline,
@@ -106,6 +130,9 @@ def mount_dialer(app: web.Application, ctx: Context, *, plan: DialPlan | None = 
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await ua.stop()
+        released = await asyncio.to_thread(release_leases, ctx.sessions, worker, ctx.now())
+        if released:
+            log.info("released %d leased check-ins on shutdown", released, extra={"action": "dialer_leases_released"})
 
     async def health() -> HealthResult:
         asr = "；".join(models.status().values())
