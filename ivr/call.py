@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,12 +54,47 @@ class RunnerConfig:
     amd: AmdConfig = field(default_factory=AmdConfig)
     detect_machines: bool = True
     max_call_s: float = 900.0
+    # grammar mode: end a short answer after this much silence when the recogniser already has it
+    # (None: always the VAD's 700 ms; see ivr.line.Line and bench/calls.py --quick-end-ms)
+    quick_end_ms: int | None = None
 
 
 class Observer(Protocol):
-    """Hooks for tests, the bench and metrics (all optional to implement)."""
+    """Hooks for tests, the bench and metrics (all optional to implement; times are loop times).
+
+    ``prompt_started``: the runner is about to play the prompt (before rendering and the clock's
+    next tick). ``prompt_sent``: the prompt's first RTP packet left (after it played out or was
+    stopped; ``at`` is None when no frame went out). ``turn``: one answer → next prompt timing
+    (:class:`TurnTiming`).
+    """
 
     def prompt_started(self, prompt_id: str, at: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TurnTiming:
+    """One answer → the first packet of the prompt that followed it (loop times, seconds).
+
+    Speech: ``voice_end_at`` is the last voiced frame, ``decided_at`` the VAD's end-of-speech decision
+    (``voice_end_at`` + the trailing silence), ``recognised_at`` the recogniser's final result.
+    Keypad: all three are the key press.
+    """
+
+    kind: str  # "speech" | "digit"
+    voice_end_at: float
+    decided_at: float
+    recognised_at: float
+    first_packet_at: float
+    prompt_id: str
+    quick: bool = False
+
+    @property
+    def from_voice_s(self) -> float:
+        return self.first_packet_at - self.voice_end_at
+
+    @property
+    def from_decision_s(self) -> float:
+        return self.first_packet_at - self.decided_at
 
 
 @dataclass
@@ -84,7 +120,8 @@ class CallReport:
     transfer: str | None = None  # "ok" | "refused" | None
     trunk_failure: bool = False
     stopped_early: bool = False  # ended by a shutdown before the dialog finished
-    turn_latencies: list[tuple[float, float]] = field(default_factory=list)  # (from VAD end, from last voice)
+    turn_latencies: list[tuple[float, float]] = field(default_factory=list)  # speech: (from VAD end, from last voice)
+    turns: list[TurnTiming] = field(default_factory=list)  # every answer → next prompt's first packet
     max_send_lateness_ms: int = 0
     prompts: list[str] = field(default_factory=list)
     dialog: Any = None  # the conversation's typed result (dialogs.result.DialogResult) for triage
@@ -123,7 +160,11 @@ class CallRunner:
     """Places calls and runs conversations over them. One runner serves all calls of a process."""
 
     def __init__(self, ua: UserAgent, prompts: PromptCache, *, asr: AsrModels | None, parser: IntentParser | None,
-                 config: RunnerConfig | None = None, now: Callable[[], datetime] = _utcnow) -> None:
+                 config: RunnerConfig | None = None, now: Callable[[], datetime] = _utcnow,
+                 asr_executor: Executor | None = None) -> None:
+        """``asr_executor``: where Vosk runs (default: ``ivr.asr``'s pool; with a real-time event loop pass
+        ``ivr.realtime.background_executor()`` so recogniser threads do not inherit its priority)."""
+        self.asr_executor = asr_executor
         self.ua = ua
         self.prompts = prompts
         self.asr = asr
@@ -175,7 +216,7 @@ class CallRunner:
         assert asr is not None
 
         def make(grammar: Sequence[str] | None) -> AsyncRecognizer:
-            return AsyncRecognizer(asr.recognizer(locale, grammar))
+            return AsyncRecognizer(asr.recognizer(locale, grammar), self.asr_executor)
 
         return make
 
@@ -188,7 +229,8 @@ class CallRunner:
                                   report.started_at)
             recorder = CallRecorder(path)
             call.media.add_sink(_RecorderSink(recorder, loop.time()))
-        line = Line(call.media, call.hung_up, recognizers=self._recognizers(conv.locale))
+        line = Line(call.media, call.hung_up, recognizers=self._recognizers(conv.locale),
+                    quick_end_ms=self.config.quick_end_ms)
         line.start()
         try:
             if self.config.detect_machines:
@@ -225,7 +267,7 @@ class CallRunner:
         deadline = loop.time() + self.config.max_call_s
         actions: tuple[Action, ...] = conv.start()
         last_prompt: str | None = None
-        pending_turn: Heard | None = None
+        pending_turn: Heard | KeyPress | None = None
         while actions:
             event: Event | None = None
             for action in actions:
@@ -240,14 +282,15 @@ class CallRunner:
                     if line.pending:  # answered already (a key pressed during an earlier prompt)
                         self._turn(report, "system", action.text, skipped=True)
                         continue
-                    t_first = loop.time()
                     if observer is not None and hasattr(observer, "prompt_started"):
-                        observer.prompt_started(action.prompt_id, t_first)
-                    if pending_turn is not None:
-                        report.turn_latencies.append((t_first - pending_turn.ended_at,
-                                                      t_first - pending_turn.last_voice_at))
-                        pending_turn = None
+                        observer.prompt_started(action.prompt_id, loop.time())
                     why = await self._say(line, action, conv.locale, report)
+                    sent = line.last_prompt_sent_at
+                    if observer is not None and hasattr(observer, "prompt_sent"):
+                        observer.prompt_sent(action.prompt_id, sent)
+                    if pending_turn is not None and sent is not None:
+                        self._timed(report, pending_turn, sent, action.prompt_id, observer)
+                    pending_turn = None
                     if why is Interrupt.HANGUP:
                         event = HungUp()
                         break
@@ -256,7 +299,7 @@ class CallRunner:
                     line.set_speech(speech, grammar_for(conv.locale, last_prompt) if speech else None)
                     got = await line.listen(action.timeout_s)
                     event, heard = self._event(got, conv.locale, report)
-                    pending_turn = heard
+                    pending_turn = heard if heard is not None else got if isinstance(got, KeyPress) else None
                     break
                 elif isinstance(action, Transfer):
                     await self._transfer(call, line, conv.locale, report)
@@ -273,6 +316,19 @@ class CallRunner:
         outcome, data = conv.result()
         report.outcome, report.dialog_result = outcome, data
         report.dialog = getattr(conv, "dialog_result", None)
+
+    @staticmethod
+    def _timed(report: CallReport, answer: Heard | KeyPress, sent: float, prompt_id: str,
+               observer: Observer | None) -> None:
+        if isinstance(answer, Heard):
+            t = TurnTiming("speech", answer.last_voice_at, answer.ended_at, answer.recognised_at or answer.ended_at,
+                           sent, prompt_id, answer.quick)
+            report.turn_latencies.append((t.from_decision_s, t.from_voice_s))
+        else:
+            t = TurnTiming("digit", answer.at, answer.at, answer.at, sent, prompt_id)
+        report.turns.append(t)
+        if observer is not None and hasattr(observer, "turn"):
+            observer.turn(t)
 
     async def _render(self, text: str, locale: Locale, rate: float, volume: float) -> bytes:
         return await self.prompts.render(text, locale, rate=round(self.config.tts_rate * rate), volume=volume)

@@ -20,13 +20,15 @@ from dataclasses import dataclass
 
 from ivr.asr import AsrResult, AsyncRecognizer
 from ivr.media.dtmf import DigitMerger, DtmfDetector
-from ivr.media.rtp import AudioFrame, DtmfDigit, RtpSession
-from ivr.media.vad import BargeInDetector, SpeechDetector, SpeechEnd, SpeechStart, VadConfig
+from ivr.media.rtp import AudioFrame, DtmfDigit, MediaDirection, RtpSession
+from ivr.media.vad import BargeInDetector, EndReason, SpeechDetector, SpeechEnd, SpeechStart, VadConfig
 
 logger = logging.getLogger(__name__)
 
 PREROLL_FRAMES = 15  # 300 ms of audio before the VAD's start decision goes to the recogniser too
 ASR_CHUNK_FRAMES = 10  # feed Vosk every 200 ms while the elder speaks
+QUICK_END_MAX_SPEECH_MS = 2500  # an early end only for short answers ("네", "아니요", "是的")
+UNKNOWN = "[unk]"
 
 RecognizerFactory = Callable[[Sequence[str] | None], AsyncRecognizer]
 
@@ -46,7 +48,9 @@ class Heard:
     confidence: float
     speech_ms: int
     ended_at: float  # loop time the VAD declared the end of speech
-    last_voice_at: float  # loop time of the last voiced frame (end_silence_ms earlier)
+    last_voice_at: float  # loop time of the last voiced frame (the trailing silence earlier)
+    recognised_at: float = 0.0  # loop time the recogniser's final result was ready
+    quick: bool = False  # ended early: grammar answer complete after ``quick_end_ms`` of silence
 
 
 class HangUpSignal:
@@ -62,11 +66,30 @@ class Interrupt(enum.StrEnum):
     HANGUP = "hangup"
 
 
+class _FirstSent:
+    """Media sink noting when the first frame of a prompt really left (loop time at the send)."""
+
+    __slots__ = ("at", "time")
+
+    def __init__(self, time: Callable[[], float]) -> None:
+        self.at: float | None = None
+        self.time = time
+
+    def on_media(self, direction: MediaDirection, pcm: bytes, at: float) -> None:
+        if self.at is None and direction is MediaDirection.TX:
+            self.at = self.time()
+
+
 class Line:
-    """Runs the media reader for one answered call. ``start()`` then ``play()`` / ``listen()``."""
+    """Runs the media reader for one answered call. ``start()`` then ``play()`` / ``listen()``.
+
+    ``quick_end_ms``: in grammar mode, end an utterance after this much trailing silence (instead of
+    the VAD's ``end_silence_ms``) when it is short and the recogniser's hypothesis is a complete
+    grammar answer that stayed the same over the silence. None: always wait the full silence.
+    """
 
     def __init__(self, media: RtpSession, hung_up: asyncio.Event, *, recognizers: RecognizerFactory | None = None,
-                 vad: VadConfig | None = None, barge_in: bool = True) -> None:
+                 vad: VadConfig | None = None, barge_in: bool = True, quick_end_ms: int | None = None) -> None:
         self.media = media
         self.hung_up = hung_up
         self._recognizers = recognizers
@@ -94,6 +117,11 @@ class Line:
         self.speech_started_at: float | None = None  # loop time of the current utterance's start
         self.utterances: list[tuple[float, float]] = []  # (start, end) loop times: for answering-machine checks
         self.asr_seconds = 0.0
+        self.quick_end_ms = quick_end_ms
+        self.last_prompt_sent_at: float | None = None  # loop time the last prompt's first frame left
+        # the recogniser's running hypothesis during an utterance: (text, trailing silence ms when fed)
+        self._hyp: list[tuple[str, int]] = []
+        self._utt_frames = 0
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -143,11 +171,15 @@ class Line:
         self._playing = barge_in if barge_in is not None else self.barge_in_enabled
         watch = asyncio.ensure_future(self.hung_up.wait())
         watch.add_done_callback(lambda _f: self._stop(Interrupt.HANGUP))
+        first = _FirstSent(self._loop.time)
+        self.media.add_sink(first)
         try:
             done = await self.media.play(pcm, self._interrupt)
         finally:
             self._playing = False
             watch.cancel()
+            self.media.remove_sink(first)
+            self.last_prompt_sent_at = first.at
         if done:
             return None
         if self.interrupted_by is None:
@@ -232,11 +264,30 @@ class Line:
             if isinstance(ev, SpeechStart):
                 self._speech_start()
             elif isinstance(ev, SpeechEnd):
-                self._speech_end(ev)
+                self._speech_end(ev, self._vad.config.end_silence_ms if ev.reason is EndReason.SILENCE else 0)
         if was_speaking and self._vad.in_speech and self._rec_active:
+            self._utt_frames += 1
             self._chunk.append(pcm)
             if len(self._chunk) >= ASR_CHUNK_FRAMES:
                 self._feed_chunk()
+            if self.quick_end_ms is not None and self._answer_complete():
+                quiet = self._vad.trailing_silence_ms
+                early = self._vad.end_now()
+                if early is not None:
+                    self._speech_end(early, quiet, quick=True)
+
+    def _answer_complete(self) -> bool:
+        """Grammar mode, a short utterance, ``quick_end_ms`` of silence, and the recogniser's hypothesis
+        non-empty, without unknown words, and unchanged between the last two chunks fed — the later
+        one fed after at least 200 ms of that silence."""
+        assert self.quick_end_ms is not None
+        quiet = self._vad.trailing_silence_ms
+        if quiet < self.quick_end_ms or self._rec_grammar is None or len(self._hyp) < 2:
+            return False
+        if (self._utt_frames * 20) - quiet > QUICK_END_MAX_SPEECH_MS:
+            return False
+        (prev, _), (text, fed_quiet) = self._hyp[-2], self._hyp[-1]
+        return bool(text) and text == prev and fed_quiet >= 200 and UNKNOWN not in text
 
     def _speech_start(self) -> None:
         self.speech_started_at = self._loop.time()
@@ -249,6 +300,8 @@ class Line:
             self._rec_grammar = self._grammar
         self._chunk = list(self._preroll)
         self._preroll.clear()
+        self._hyp = []
+        self._utt_frames = 0
         self._feed_chunk()
 
     def _feed_chunk(self) -> None:
@@ -256,13 +309,18 @@ class Line:
             return
         data = b"".join(self._chunk)
         self._chunk = []
-        self._track(asyncio.ensure_future(self._rec.feed(data)))
+        self._track(asyncio.ensure_future(self._feed(self._rec, data, self._vad.trailing_silence_ms)))
+
+    async def _feed(self, rec: AsyncRecognizer, data: bytes, quiet_ms: int) -> None:
+        res = await rec.feed(data)
+        if rec is self._rec and self._rec_active:
+            self._hyp.append((res.text, quiet_ms))
 
     def _track(self, fut: asyncio.Future[object]) -> None:
         self._asr_tasks.add(fut)
         fut.add_done_callback(self._asr_tasks.discard)
 
-    def _speech_end(self, ev: SpeechEnd) -> None:
+    def _speech_end(self, ev: SpeechEnd, quiet_ms: int, *, quick: bool = False) -> None:
         now = self._loop.time()
         start = self.speech_started_at or now
         self.utterances.append((start, now))
@@ -274,21 +332,22 @@ class Line:
         rec = self._rec
         if rec is None:
             return
-        end_silence = self._vad.config.end_silence_ms / 1000 if ev.reason.value == "silence" else 0.0
-        last_voice = now - end_silence
-        self._track(asyncio.ensure_future(self._finish(rec, ev.speech_ms, now, last_voice)))
+        last_voice = now - quiet_ms / 1000
+        self._track(asyncio.ensure_future(self._finish(rec, ev.speech_ms, now, last_voice, quick)))
 
-    async def _finish(self, rec: AsyncRecognizer, speech_ms: int, ended_at: float, last_voice: float) -> None:
+    async def _finish(self, rec: AsyncRecognizer, speech_ms: int, ended_at: float, last_voice: float,
+                      quick: bool) -> None:
         t = self._loop.time()
         try:
             res: AsrResult = await rec.finish()
         except Exception:
             logger.exception("speech recognition failed", extra={"action": "asr_error"})
             return
-        self.asr_seconds += self._loop.time() - t
-        self._push(Heard(res.text, res.confidence, speech_ms, ended_at, last_voice))
+        done = self._loop.time()
+        self.asr_seconds += done - t
+        self._push(Heard(res.text, res.confidence, speech_ms, ended_at, last_voice, done, quick))
 
     def _vad_flush(self) -> None:
         ev = self._vad.flush()
         if ev is not None:
-            self._speech_end(ev)
+            self._speech_end(ev, 0)

@@ -103,3 +103,17 @@ def test_noise_floor_follows_the_line() -> None:
     vad = SpeechDetector()
     vad.feed(white_noise(8000 * 4, -30).astype("<i2").tobytes())
     assert -34 < vad.noise_floor_dbfs < -29
+
+
+def test_trailing_silence_and_early_end(speech: dict[str, Int16Array]) -> None:
+    said = speech["ko"][:8000]
+    vad = SpeechDetector()
+    b = np.concatenate([zeros(500), said, zeros(400)]).astype("<i2").tobytes()
+    events = []
+    for i in range(0, len(b), 320):
+        events += vad.feed(b[i : i + 320])
+    assert [type(e) for e in events] == [SpeechStart]
+    assert vad.in_speech and 300 <= vad.trailing_silence_ms < 700
+    end = vad.end_now()
+    assert isinstance(end, SpeechEnd) and end.reason is EndReason.SILENCE
+    assert not vad.in_speech and vad.trailing_silence_ms == 0 and vad.end_now() is None
