@@ -42,6 +42,21 @@ _KO_PATTERNS = [
     r"구급차|120",
     r"피가\s*(많이|계속)",
     r"마비",
+    # a fall (넘어지다, 떨어지다, 미끄러지다, 자빠지다) and cannot get up or move
+    r"(넘어|떨어|미끄러|자빠|쓰러)\S*\s*(\S+\s*){0,3}?(못\s*일어나|일어나지|일어날\s*수|못\s*움직|안\s*움직|꼼짝)",
+    # breathlessness, chest pain (Yanbian -오/-소 endings too)
+    r"숨이\s*(가빠|가쁘|가뻐)|숨\s*을?\s*못\s*쉬",
+    r"가슴이\s*(\S+\s*){0,2}?(아파|아프|아퍼|조이|조여|찢어|뻐개|터질|쥐어)",
+    # fire, smoke, fumes with symptoms
+    r"불이\s*(번졌|번져|붙|났)|불났|불타",
+    r"연기가\s*(자욱|자옥|막\s*나)|시커먼\s*연기",
+    r"(가스|와사|연탄|냄새)\S*\s*(\S+\s*){0,4}?(어지러|쓰러|토하|토해|토했|머리가\s*깨질|정신)",
+    r"가스\s*(를|에)?\s*(먹|취했)",
+    # stroke signs, unconsciousness, bleeding, calling an ambulance
+    r"입이\s*돌아가|한쪽\s*(팔|다리|몸|손|얼굴)|말이\s*안\s*나와|말이\s*안\s*나오",
+    r"기절|까무러|혼절|숨을\s*안\s*쉬",
+    r"피가\s*(안\s*멎|안\s*멈|철철|줄줄|멈추지)",
+    r"일이영|일이공",
 ]
 _ZH_NEGATION = re.compile(r"(没|没有|不|别|怕|防|没得|不会|不能让)$")
 _KO_NEGATION = re.compile(r"(안|않|없)\s*$")
