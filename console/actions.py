@@ -5,7 +5,7 @@ personal number (audited), open a recording (audited)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 from console.queries import scoped_call, scoped_escalation
 from console.scope import Principal, scoped_elder
 from scheduler.escalations import EscalationError, resolve
+from scheduler.privacy import ConsentChange, PrivacyError, export_elder, set_consent
 from storage.crypto import Vault
-from storage.enums import EscalationStatus, VisitKind
+from storage.enums import ConsentStatus, EscalationStatus, VisitKind
 from storage.models.elder import Contact, Elder, ElderPhone, Profile
 from storage.models.escalation import ResolutionKind, Visit, append_audit
 from storage.models.schedule import HomeVisitTask
@@ -28,6 +29,10 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 class NotFound(Exception):
     """Not there, or not in the principal's scope (the two are indistinguishable on purpose)."""
+
+
+class Forbidden(Exception):
+    """The principal's role may not do this (in scope, but not their business)."""
 
 
 class InvalidInput(ValueError):
@@ -179,6 +184,8 @@ def reveal(session: Session, principal: Principal, vault: Vault, elder_id: int, 
     elder = scoped_elder(session, principal, elder_id)
     if elder is None:
         raise NotFound("没有找到这位老人（或不在您的管辖范围）")
+    if elder.erased_at is not None:
+        raise NotFound("该老人的个人信息已按撤回同意删除")
     kind, _, raw_id = what.partition(":")
     token: bytes | None
     if kind == "id_number":
@@ -220,3 +227,28 @@ def open_recording(session: Session, principal: Principal, recordings_dir: Path,
     append_audit(session, at=now, actor=principal.actor, action="play_recording", subject_type="call",
                  subject_id=call.id, elder_id=call.elder_id, detail="收听通话录音", remote_addr=remote_addr)
     return path
+
+
+def change_consent(session: Session, principal: Principal, elder_id: int, status: ConsentStatus, now: datetime,  # noqa: PLR0917
+                   note: str | None, deletion_after: timedelta, remote_addr: str | None = None) -> ConsentChange:
+    """Record consent or its withdrawal for an elder in scope. Anyone in scope may record a
+    withdrawal (it only stops processing); recording consent is for officers and admins."""
+    if scoped_elder(session, principal, elder_id) is None:
+        raise NotFound("没有找到这位老人（或不在您的管辖范围）")
+    if status is ConsentStatus.GRANTED and not principal.can_manage:
+        raise Forbidden("登记同意须由民政干部或管理员办理")
+    try:
+        return set_consent(session, elder_id, status, now, actor=principal.actor, by=principal.name, note=note,
+                           deletion_after=deletion_after, remote_addr=remote_addr)
+    except PrivacyError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+def export_personal_data(session: Session, principal: Principal, vault: Vault, elder_id: int, now: datetime,  # noqa: PLR0917
+                         remote_addr: str | None = None) -> dict[str, Any]:
+    """An access request's copy of everything held about the elder (admins only; audited)."""
+    if scoped_elder(session, principal, elder_id) is None:
+        raise NotFound("没有找到这位老人（或不在您的管辖范围）")
+    if not principal.is_admin:
+        raise Forbidden("只有管理员可以导出老人的个人信息")
+    return export_elder(session, vault, elder_id, now, actor=principal.actor, remote_addr=remote_addr)

@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy.orm import Session
 
 from console import actions, events, queries
-from console.auth import COOKIE, authenticate, end_session, load_session, start_session
+from console.auth import COOKIE, end_session, load_session
+from console.auth import login as auth_login
 from console.openapi import OPENAPI
 from console.pages import build_report, run_ledger_import
 from console.scope import Principal, scoped_elder
-from console.views import SHANGHAI, set_session_cookie
+from console.views import SHANGHAI, login_policy, set_session_cookie
 from console.web import api, json_error, json_response, principal, remote, state
 from scheduler.escalations import EscalationError, acknowledge, resolve
-from storage.enums import EscalationStatus, Severity, VisitKind
+from storage.enums import ConsentStatus, EscalationStatus, Severity, VisitKind
 from storage.models.escalation import ResolutionKind
 from storage.models.staff import Staff
 
@@ -58,16 +59,20 @@ async def login(request: web.Request) -> web.StreamResponse:
     now = st.now()
     old = request.cookies.get(COOKIE)
 
-    def do(s: Session) -> tuple[str, Any] | None:
-        staff = authenticate(s, str(data.get("username") or ""), str(data.get("password") or ""))
-        if staff is None:
-            return None
-        token = start_session(s, staff, now, st.config.session_hours, remote(request), old)
+    policy = login_policy(request)
+
+    def do(s: Session) -> tuple[str, Any] | bool:
+        res = auth_login(s, str(data.get("username") or ""), str(data.get("password") or ""), now,
+                         remote_addr=remote(request), hours=st.config.session_hours, old_token=old, policy=policy)
+        if res.token is None:
+            return res.locked
         s.flush()
-        return token, load_session(s, token, now)
+        return res.token, load_session(s, res.token, now)
 
     result = await st.write(do)
-    if result is None:
+    if result is True:
+        return json_error(429, policy.locked_message)
+    if not isinstance(result, tuple):
         return json_error(401, "用户名或密码不正确")
     token, live = result
     resp = json_response({"csrf_token": live.csrf_token, "me": _me_json(live.principal)})
@@ -230,6 +235,42 @@ async def elder_reveal(request: web.Request) -> web.StreamResponse:
 
 
 @api
+async def elder_consent(request: web.Request) -> web.StreamResponse:
+    data = await _json_body(request)
+    st, p, eid = state(request), principal(request), _id(request)
+    now = st.now()
+    raw = data.get("status")
+    if raw not in (ConsentStatus.GRANTED.value, ConsentStatus.WITHDRAWN.value):
+        return json_error(400, "status 只能是 granted（同意）或 withdrawn（撤回同意）")
+    note = str(data.get("note") or "")[:255]
+    after = timedelta(days=st.config.consent_deletion_days)
+    try:
+        ch = await st.write(lambda s: actions.change_consent(s, p, eid, ConsentStatus(raw), now, note, after,
+                                                             remote(request)))
+    except actions.NotFound as exc:
+        return json_error(404, str(exc))
+    except actions.Forbidden as exc:
+        return json_error(403, str(exc))
+    except actions.InvalidInput as exc:
+        return json_error(409, str(exc))
+    return json_response({"elder_id": ch.elder_id, "status": ch.status.value, "cancelled_checkins": ch.cancelled_checkins,
+                          "deletion_due_at": ch.deletion_due_at.isoformat() if ch.deletion_due_at else None})
+
+
+@api
+async def elder_export(request: web.Request) -> web.StreamResponse:
+    st, p, eid = state(request), principal(request), _id(request)
+    now = st.now()
+    try:
+        data = await st.write(lambda s: actions.export_personal_data(s, p, st.vault, eid, now, remote(request)))
+    except actions.NotFound as exc:
+        return json_error(404, str(exc))
+    except actions.Forbidden as exc:
+        return json_error(403, str(exc))
+    return json_response(data)
+
+
+@api
 async def visit_create(request: web.Request) -> web.StreamResponse:
     data = await _json_body(request)
     st, p, eid = state(request), principal(request), _id(request)
@@ -365,6 +406,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/elders/{id}", elder_get)
     r.add_post("/api/elders/{id}/reveal", elder_reveal)
     r.add_post("/api/elders/{id}/visits", visit_create)
+    r.add_post("/api/elders/{id}/consent", elder_consent)
+    r.add_post("/api/elders/{id}/export", elder_export)
     r.add_get("/api/calls/{id}/recording", recording)
     r.add_post("/api/ledger", ledger)
     r.add_get("/api/events", event_list)

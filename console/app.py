@@ -41,6 +41,8 @@ def mount(
     r.add_get("/elders", views.elder_search)
     r.add_get("/elders/{id}", views.elder_profile)
     r.add_post("/elders/{id}/reveal", views.elder_reveal)
+    r.add_post("/elders/{id}/consent", views.elder_consent)
+    r.add_post("/elders/{id}/export", views.elder_export)
     r.add_get("/elders/{id}/visit", views.visit_form)
     r.add_post("/elders/{id}/visit", views.visit_submit)
     r.add_get("/recordings/{id}", views.recording)

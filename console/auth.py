@@ -17,12 +17,13 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from console.scope import Principal
-from storage.models.escalation import ConsoleSession
+from storage.models.escalation import ConsoleSession, append_audit
 from storage.models.region import Region
+from storage.models.security import LoginFailure
 from storage.models.staff import Staff
 
 COOKIE = "tanfang_session"
@@ -101,6 +102,53 @@ def load_session(session: Session, token: str, now: datetime) -> LiveSession | N
                   region_path=region.path, region_name=region.name),
         cs.csrf_token,
     )
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    """At most ``max_failures`` failed logins per username and address within ``window``; then locked."""
+
+    max_failures: int = 5
+    window: timedelta = timedelta(minutes=15)
+
+    @property
+    def locked_message(self) -> str:
+        minutes = int(self.window.total_seconds() // 60)
+        return f"登录失败次数过多，该账号已在本机地址锁定 {minutes} 分钟，请稍后再试或联系管理员重置密码。"
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    token: str | None  # the new session's cookie value, None when refused
+    locked: bool = False
+
+
+def _login_key(username: str) -> str:
+    return username.strip().lower()[:64]
+
+
+def login(session: Session, username: str, password: str, now: datetime, *, remote_addr: str | None,
+          hours: float, old_token: str | None, policy: LoginPolicy) -> LoginResult:
+    """Check the lockout, the password; count failures (audit row when an account locks); start a session."""
+    key, addr = _login_key(username), (remote_addr or "-")[:64]
+    since = now - policy.window
+    recent = session.scalar(select(func.count()).select_from(LoginFailure).where(
+        LoginFailure.username == key, LoginFailure.remote_addr == addr, LoginFailure.at > since)) or 0
+    if recent >= policy.max_failures:
+        return LoginResult(None, locked=True)
+    staff = authenticate(session, username, password)
+    if staff is None:
+        session.execute(delete(LoginFailure).where(LoginFailure.at <= since))
+        session.add(LoginFailure(username=key, remote_addr=addr, at=now))
+        if recent + 1 >= policy.max_failures:
+            known = session.scalar(select(Staff.id).where(Staff.username == username.strip()))
+            append_audit(session, at=now, actor="system", action="login_locked", subject_type="staff",
+                         subject_id=known, detail=f"账号“{key[:32]}”连续 {recent + 1} 次登录失败，锁定",
+                         remote_addr=addr)
+            return LoginResult(None, locked=True)
+        return LoginResult(None)
+    session.execute(delete(LoginFailure).where(LoginFailure.username == key, LoginFailure.remote_addr == addr))
+    return LoginResult(start_session(session, staff, now, hours, remote_addr, old_token))
 
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:

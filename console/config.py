@@ -21,3 +21,8 @@ class ConsoleConfig:
     upload_dir: Path | None = None  # where uploaded ledgers are kept (None: not kept)
     # The scheduler's policies: with them, a declared/ended lockdown re-plans check-ins at once.
     policies: PolicySet | None = None
+    # Login lockout: failures per username and address within the window.
+    login_max_failures: int = 5
+    login_lockout_minutes: int = 15
+    # Consent withdrawn in the console: personal data erased this many days later.
+    consent_deletion_days: int = 30

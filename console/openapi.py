@@ -80,6 +80,12 @@ OPENAPI: dict[str, Any] = {
                        "benefit_application_started": _b, "notes": _s, "escalation_id": {"type": "integer"},
                        "close_escalation": _b, "profile_updates": {"type": "object", "additionalProperties": True}},
                       ["kind"]))},
+        "/api/elders/{id}/consent": {"post": _op(
+            "登记同意或撤回同意（撤回：立即取消待拨电话，并按期删除个人信息；写入审计日志）", params=[_path_id("老人 id")],
+            csrf=True, body=_obj({"status": {"type": "string", "enum": ["granted", "withdrawn"]}, "note": _s},
+                                 ["status"]))},
+        "/api/elders/{id}/export": {"post": _op(
+            "导出老人全部个人信息（查阅复制请求，仅管理员；写入审计日志）", params=[_path_id("老人 id")], csrf=True)},
         "/api/calls/{id}/recording": {"get": _op("通话录音（写入审计日志）", params=[_path_id("通话 id")], binary=True)},
         "/api/ledger": {"post": _op("上传台账（与命令行相同的校验和导入，出错时全部不导入）", csrf=True, multipart=True,
                                     body=_obj({"file": {"type": "string", "format": "binary"},

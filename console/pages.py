@@ -55,6 +55,10 @@ async def run_ledger_import(request: web.Request, filename: str, data: bytes, dr
 
 @page
 async def ledger_form(request: web.Request) -> web.StreamResponse:
+    st, me = state(request), principal(request)
+    allowed, _county = await st.read(lambda s: ledger_county(s, me))
+    if not allowed:
+        return render(request, "error.html", {"message": "只有县级民政干部和管理员可以导入台账"}, status=403)
     return render(request, "ledger.html", {"result": None})
 
 

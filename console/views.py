@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -13,15 +14,15 @@ from console import actions, queries
 from console.auth import (
     COOKIE,
     LOGIN_CSRF_COOKIE,
-    authenticate,
+    LoginPolicy,
     csrf_ok,
     end_session,
+    login,
     new_token,
-    start_session,
 )
 from console.web import page, principal, remote, render, state
 from scheduler.escalations import EscalationError, acknowledge, resolve
-from storage.enums import EscalationStatus, Severity, VisitKind
+from storage.enums import ConsentStatus, EscalationStatus, Severity, VisitKind
 from storage.models.escalation import ResolutionKind
 from storage.models.staff import Staff
 
@@ -30,6 +31,11 @@ def _safe_next(value: str | None) -> str:
     if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
         return value
     return "/escalations"
+
+
+def login_policy(request: web.Request) -> LoginPolicy:
+    cfg = state(request).config
+    return LoginPolicy(cfg.login_max_failures, timedelta(minutes=cfg.login_lockout_minutes))
 
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
@@ -57,17 +63,15 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     now = st.now()
     old = request.cookies.get(COOKIE)
 
-    def do(s: Session) -> str | None:
-        staff = authenticate(s, username, password)
-        if staff is None:
-            return None
-        return start_session(s, staff, now, st.config.session_hours, remote(request), old)
-
-    token = await st.write(do)
+    policy = login_policy(request)
+    result = await st.write(lambda s: login(s, username, password, now, remote_addr=remote(request),
+                                            hours=st.config.session_hours, old_token=old, policy=policy))
+    token = result.token
     if token is None:
         fresh = new_token()
-        resp = render(request, "login.html", {"login_csrf": fresh, "next": nxt, "error": "用户名或密码不正确"},
-                      status=401)
+        error = policy.locked_message if result.locked else "用户名或密码不正确"
+        resp = render(request, "login.html", {"login_csrf": fresh, "next": nxt, "error": error},
+                      status=429 if result.locked else 401)
         resp.set_cookie(LOGIN_CSRF_COOKIE, fresh, httponly=True, samesite="Strict",
                         secure=st.config.cookie_secure, path="/login")
         return resp
@@ -233,6 +237,54 @@ async def elder_reveal(request: web.Request) -> web.StreamResponse:
 
     rev, ctx = await st.write(do)
     return render(request, "elder.html", ctx | {"revealed": rev, "revealed_key": what})
+
+
+@page
+async def elder_consent(request: web.Request) -> web.StreamResponse:
+    """Record consent or its withdrawal (withdrawal: calls stop now, personal data erased later)."""
+    eid = _int(request.match_info["id"], 0)
+    form = await request.post()
+    raw = str(form.get("consent") or "")
+    if raw not in (ConsentStatus.GRANTED.value, ConsentStatus.WITHDRAWN.value):
+        raise web.HTTPBadRequest(text="同意状态只能是“同意”或“撤回同意”")
+    st, me = state(request), principal(request)
+    now = st.now()
+    after = timedelta(days=st.config.consent_deletion_days)
+    note = str(form.get("note") or "")[:255]
+
+    def do(s: Session) -> None:
+        try:
+            actions.change_consent(s, me, eid, ConsentStatus(raw), now, note, after, remote(request))
+        except actions.NotFound as exc:
+            raise web.HTTPNotFound(text=str(exc)) from exc
+        except actions.Forbidden as exc:
+            raise web.HTTPForbidden(text=str(exc)) from exc
+        except actions.InvalidInput as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from exc
+
+    await st.write(do)
+    raise web.HTTPSeeOther(f"/elders/{eid}")
+
+
+@page
+async def elder_export(request: web.Request) -> web.StreamResponse:
+    """Download everything held about the elder as JSON (admins; audited)."""
+    eid = _int(request.match_info["id"], 0)
+    st, me = state(request), principal(request)
+    now = st.now()
+
+    def do(s: Session) -> dict[str, Any]:
+        try:
+            return actions.export_personal_data(s, me, st.vault, eid, now, remote(request))
+        except actions.NotFound as exc:
+            raise web.HTTPNotFound(text=str(exc)) from exc
+        except actions.Forbidden as exc:
+            raise web.HTTPForbidden(text=str(exc)) from exc
+
+    data = await st.write(do)
+    body = json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8")
+    return web.Response(body=body, content_type="application/json", charset="utf-8", headers={
+        "Content-Disposition": f'attachment; filename="tanfang-elder-{eid}.json"', "Cache-Control": "no-store"})
 
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -58,6 +58,7 @@ def page_routes(t: dict[str, int], world: World) -> list[tuple[str, str, dict[st
         ("GET", "/report?region=230125001", None),
         ("GET", "/report.xlsx?region=230125001", None),
         ("POST", f"/events/{t['event']}/end", {}),
+        ("POST", f"/elders/{e}/consent", {"consent": "withdrawn", "note": "本人告知"}),
     ]
 
 
@@ -117,6 +118,7 @@ def api_routes(t: dict[str, int], world: World) -> list[tuple[str, str, dict[str
         ("GET", f"/api/calls/{t['call']}/recording", None),
         ("GET", "/api/reports/monthly?region=230125001", None),
         ("POST", f"/api/events/{t['event']}/end", {}),
+        ("POST", f"/api/elders/{e}/consent", {"status": "withdrawn"}),
     ]
 
 
@@ -186,7 +188,8 @@ async def test_every_console_route_is_covered(client: TestClient, world: World, 
     lists = {"/escalations", "/elders", "/alerts", "/events", "/report", "/api/escalations", "/api/elders",
              "/api/events", "/api/alerts", "/api/reports/monthly", "/api/me", "/events/lockdown",
              "/api/events/lockdown"}
-    public = {"/", "/login", "/logout", "/api/login", "/api/logout", "/api/openapi.json", "/ledger", "/api/ledger"}
+    admin_only = {f"/elders/{target['elder']}/export", f"/api/elders/{target['elder']}/export"}  # tests/security
+    public = admin_only | {"/", "/login", "/logout", "/api/login", "/api/logout", "/api/openapi.json", "/ledger", "/api/ledger"}
     ids = {str(v) for v in target.values()} | {str(c) for c in world.contacts["zhang"]}
     for route in client.app.router.routes():
         info = route.resource.get_info() if route.resource else {}
