@@ -1,4 +1,8 @@
-"""``tanfang serve [--role all|api|planner|dialer]``: run the application."""
+"""``tanfang serve [--role all|api|planner|dialer]``: run the application.
+
+SIGINT/SIGTERM stop it gracefully (aiohttp runs the components' shutdown in reverse order: the
+dialer lets calls finish or ends them politely, leases go back to the queue, the outbox flushes).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    ctx = build_context(settings)
+    from storage.crypto import VaultError
+
+    try:
+        ctx = build_context(settings)
+    except VaultError as exc:  # a bad TANFANG_SECRET_KEY: say so, no traceback
+        raise CliError(f"密钥有误：{exc}") from exc
     if not is_current(ctx.engine):
         raise CliError("数据库结构不是最新版本：请先运行 tanfang db upgrade")
     app = assemble(ctx, args.role)
