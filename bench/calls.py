@@ -87,7 +87,7 @@ class Script:
 
 
 async def build_script(mode: str, cache: PromptCache, engine: DialogEngine, parser: Any, tts_rate: int,
-                       work: Path, gap_s: float, turn_allow_s: float) -> Script:
+                       work: Path, gap_s: float, turn_allow_s: float, pause_ms: int = 0) -> Script:
     """Walk the dialog with the expected answers, render every prompt, lay the answers out in time."""
     locale = Locale.KO if mode == "asr" else Locale.ZH
     conv = CheckInConversation(engine, DialogContext(locale=locale, salutation=SALUTATION[locale]))
@@ -108,7 +108,11 @@ async def build_script(mode: str, cache: PromptCache, engine: DialogEngine, pars
                 said = answers.pop(0)
                 start = t + gap_s
                 if mode == "asr":
-                    audio = np.frombuffer(cache.render_sync(said, locale, rate=150, volume=1.0), dtype="<i2")
+                    words = said.split() if pause_ms else [said]  # a pausing elder: "네 … 좋아요"
+                    parts = [np.frombuffer(cache.render_sync(w, locale, rate=150, volume=1.0), dtype="<i2")
+                             for w in words]
+                    pause = np.zeros(pause_ms * 8, dtype=np.int16)
+                    audio = np.concatenate([x for p in parts for x in (_trim(p), pause)][:-1])
                     event = Speech.parsed(parser, said, locale.value, 0.9)
                     took = len(audio) / 8000 + 0.7  # + the VAD's trailing silence
                 else:
@@ -131,6 +135,12 @@ async def build_script(mode: str, cache: PromptCache, engine: DialogEngine, pars
     mic = work / f"elder-{mode}.wav"
     write_wav(mic, track.tobytes())
     return Script(prompts, mic, at)
+
+
+def _trim(x: np.ndarray) -> np.ndarray:
+    """espeak-ng pads its output with silence: keep the voiced part (so a pause is the pause asked for)."""
+    loud = np.nonzero(np.abs(x) > 300)[0]
+    return x[loud[0]:loud[-1] + 1] if loud.size else x
 
 
 class Phones:
@@ -276,6 +286,8 @@ async def main() -> None:
     ap.add_argument("--gap-s", type=float, default=1.0, help="the elder answers this long after a prompt ends")
     ap.add_argument("--turn-allow-s", type=float, default=0.8, help="assumed answer → next prompt time")
     ap.add_argument("--quick-end-ms", type=int, default=None, help="RunnerConfig.quick_end_ms (grammar answers)")
+    ap.add_argument("--pause-ms", type=int, default=0,
+                    help="asr: the elder pauses this long between the words of an answer (네 … 좋아요)")
     ap.add_argument("--calls-per-phone", type=int, default=50)
     ap.add_argument("--sample", type=int, default=4, help="calls per step whose heard audio is matched")
     ap.add_argument("--peer-nice", type=int, default=10)
@@ -298,7 +310,8 @@ async def main() -> None:
         asr.model(Locale.KO)
         parser = build_intent_parser(Settings(data_dir=Path(tempfile.gettempdir()) / "tanfang-test-nlu"))
     config = RunnerConfig(ring_timeout_s=20, recordings_dir=None, detect_machines=False, quick_end_ms=args.quick_end_ms)
-    script = await build_script(args.mode, cache, engine, parser, config.tts_rate, work, args.gap_s, args.turn_allow_s)
+    script = await build_script(args.mode, cache, engine, parser, config.tts_rate, work, args.gap_s, args.turn_allow_s,
+                                args.pause_ms)
     phones = Phones(work, script.mic, max(ladder), args.calls_per_phone, args.sample, args.peer_nice)
     loop = asyncio.get_running_loop()
     tuning = tune_process(freeze_gc=args.gc_freeze, realtime=args.realtime, loop=loop)
@@ -316,7 +329,7 @@ async def main() -> None:
           f"{'SCHED_RR' if tuning.realtime else 'normal'}; gc {'frozen (' + str(tuning.gc_frozen) + ')' if args.gc_freeze else 'default'}"
           f"{'; ' + '; '.join(tuning.notes) if tuning.notes else ''}; prompts "
           f"{', '.join(f'{pid} {len(p) / 16000:.1f} s' for pid, p in script.prompts)}; answers at "
-          f"{', '.join(f'{a:.1f}' for a in script.answer_at_s)} s; quick end {args.quick_end_ms}", flush=True)
+          f"{', '.join(f'{a:.1f}' for a in script.answer_at_s)} s; quick end {args.quick_end_ms}; pause {args.pause_ms} ms", flush=True)
     best: dict[str, Any] | None = None
     try:
         for n in ladder:

@@ -39,3 +39,12 @@ async def test_korean_elder_answers_by_voice(baresip, sip_ua: UserAgent, prompt_
     assert report.intents[:3] == ["affirm", "affirm", "deny"], report.transcript
     assert report.outcome is Outcome.WELL
     assert report.recording is not None and report.recording.exists()
+    # turn timing: last voiced frame → VAD decision (+ the 700 ms trailing silence) → ASR final → first packet sent
+    speech = [t for t in report.turns if t.kind == "speech"]
+    assert len(speech) == 3, report.turns
+    for t in speech:
+        assert t.voice_end_at < t.decided_at <= t.recognised_at < t.first_packet_at
+        assert abs((t.decided_at - t.voice_end_at) - 0.7) < 1e-6
+        assert not t.quick
+    assert [t.prompt_id for t in speech][:2] == ["q.how_are_you", "q.anything_else"]
+    assert report.turn_latencies == [(t.from_decision_s, t.from_voice_s) for t in speech]
