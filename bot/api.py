@@ -148,12 +148,17 @@ class WechatApi:
             if shared is not None and shared[0] != stale and self._fresh(shared[1]):
                 self._token, self._expires = shared
                 return shared[0]
-            if self.tokens is not None and not await asyncio.to_thread(
-                self.tokens.try_lease, self.config.appid, self.owner, self.now()
-            ):
-                waited = await self._wait_for_shared(stale)
-                if waited is not None:
-                    return waited
+            if self.tokens is not None:
+                if await asyncio.to_thread(self.tokens.try_lease, self.config.appid, self.owner, self.now()):
+                    # another process may have written a token between our read and our lease
+                    shared = await asyncio.to_thread(self.tokens.read, self.config.appid)
+                    if shared is not None and shared[0] != stale and self._fresh(shared[1]):
+                        self._token, self._expires = shared
+                        return shared[0]
+                else:
+                    waited = await self._wait_for_shared(stale)
+                    if waited is not None:
+                        return waited
             force = stale is not None and (shared is None or shared[0] == stale)
             data = await self._post("/cgi-bin/stable_token", {
                 "grant_type": "client_credential",
@@ -178,7 +183,7 @@ class WechatApi:
             log.info("access token refreshed", extra={"action": "wechat_token_refreshed", "forced": force})
             return token
 
-    async def _wait_for_shared(self, stale: str | None, limit_s: float = 3.0) -> str | None:
+    async def _wait_for_shared(self, stale: str | None, limit_s: float = 5.0) -> str | None:
         """Another process is refreshing: wait for the token it writes (None: give up, fetch)."""
         assert self.tokens is not None
         deadline = time.monotonic() + limit_s

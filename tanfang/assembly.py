@@ -155,14 +155,28 @@ def mount_wechat(app: web.Application, ctx: Context) -> None:
     escalations = escalation_config(s)
 
     async def checkins(_app: web.Application) -> AsyncIterator[None]:
-        # elders' check-ins on WeChat need the NLU model, which may take a while to load
+        # elders' check-ins on WeChat need the NLU model, which may take a while to load (or
+        # train): load it in the background; families are served meanwhile
+        import threading
+
         from bot.service import enable_checkins
         from dialogs.engine import DialogEngine
         from dialogs.script import load_scripts
         from tanfang.nlu import build_intent_parser
 
-        parser = await asyncio.to_thread(build_intent_parser, s)
-        enable_checkins(runtime, DialogEngine(load_scripts()), parser, escalations)
+        loop = asyncio.get_running_loop()
+
+        def load() -> None:  # a daemon thread: shutting down never waits for a model being trained
+            try:
+                parser = build_intent_parser(s)
+            except Exception:
+                logging.getLogger(__name__).exception("NLU for WeChat check-ins failed to load",
+                                                      extra={"action": "wechat_nlu_load_failed"})
+                return
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(enable_checkins, runtime, DialogEngine(load_scripts()), parser, escalations)
+
+        threading.Thread(target=load, name="wechat-nlu-load", daemon=True).start()
         yield
 
     app.cleanup_ctx.append(checkins)
