@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+_ERR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+
 
 def _op(summary: str, *, params: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
         ok: str = "200", csrf: bool = False, multipart: bool = False, public: bool = False,
-        binary: bool = False) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {
+        binary: bool = False, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    responses: dict[str, Any] = {
         ok: {"description": "成功", "content": {"audio/wav" if binary else "application/json": {"schema": {}}}},
-        "401": {"description": "未登录", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-        "404": {"description": "不存在或不在管辖范围", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-    }}
+        "400": {"description": "参数或请求内容不正确（错误信息说明哪一项）", "content": _ERR},
+        "401": {"description": "未登录", "content": _ERR},
+        "404": {"description": "不存在或不在管辖范围", "content": _ERR},
+    }
+    if body is not None and not multipart:
+        responses["415"] = {"description": "请求体不是 application/json", "content": _ERR}
+    for code, desc in (extra or {}).items():
+        responses[code] = {"description": desc, "content": _ERR}
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
     parameters = list(params or [])
     if csrf:
         parameters.append({"name": "X-CSRF-Token", "in": "header", "required": True, "schema": {"type": "string"},
                            "description": "登录时返回的 csrf_token"})
-        op["responses"]["403"] = {"description": "CSRF 校验失败"}
+        responses["403"] = {"description": "CSRF 校验失败，或您的角色不能做这件事", "content": _ERR}
     if parameters:
         op["parameters"] = parameters
     if body is not None:
@@ -55,7 +63,7 @@ OPENAPI: dict[str, Any] = {
     "security": [{"session": []}],
     "paths": {
         "/api/login": {"post": _op("登录", body=_obj({"username": _s, "password": _s}, ["username", "password"]),
-                                   public=True)},
+                                   public=True, extra={"429": "登录失败次数过多，暂时锁定"})},
         "/api/logout": {"post": _op("退出", csrf=True)},
         "/api/me": {"get": _op("当前用户")},
         "/api/escalations": {"get": _op("待办事项（按截止时间排序）", params=[
@@ -63,9 +71,11 @@ OPENAPI: dict[str, Any] = {
             _q("severity", "级别", enum=["P1", "P2", "P3"]), _q("mine", "1 = 只看分派给我的"),
             _q("page", "页码", "integer"), _q("page_size", "每页条数（≤200）", "integer")])},
         "/api/escalations/{id}": {"get": _op("事项详情（含最近通话、处理记录）", params=[_path_id("事项 id")])},
-        "/api/escalations/{id}/ack": {"post": _op("认领", params=[_path_id("事项 id")], csrf=True)},
+        "/api/escalations/{id}/ack": {"post": _op("认领", params=[_path_id("事项 id")], csrf=True,
+                                                  extra={"409": "当前状态不能认领"})},
         "/api/escalations/{id}/resolve": {"post": _op(
             "以转介结案（探访/电话回访结案请用登记探访接口）", params=[_path_id("事项 id")], csrf=True,
+            extra={"409": "当前状态不能结案"},
             body=_obj({"kind": {"type": "string", "enum": ["referral"]}, "note": _s}, ["note"]))},
         "/api/elders": {"get": _op("查找老人（姓名、完整身份证号或电话）", params=[_q("q", "查询内容")])},
         "/api/elders/{id}": {"get": _op("老人档案（脱敏）、五知、时间线", params=[_path_id("老人 id")])},
@@ -82,12 +92,12 @@ OPENAPI: dict[str, Any] = {
                       ["kind"]))},
         "/api/elders/{id}/consent": {"post": _op(
             "登记同意或撤回同意（撤回：立即取消待拨电话，并按期删除个人信息；写入审计日志）", params=[_path_id("老人 id")],
-            csrf=True, body=_obj({"status": {"type": "string", "enum": ["granted", "withdrawn"]}, "note": _s},
-                                 ["status"]))},
+            csrf=True, extra={"409": "个人信息已删除，不能再登记"},
+            body=_obj({"status": {"type": "string", "enum": ["granted", "withdrawn"]}, "note": _s}, ["status"]))},
         "/api/elders/{id}/export": {"post": _op(
             "导出老人全部个人信息（查阅复制请求，仅管理员；写入审计日志）", params=[_path_id("老人 id")], csrf=True)},
         "/api/calls/{id}/recording": {"get": _op("通话录音（写入审计日志）", params=[_path_id("通话 id")], binary=True)},
-        "/api/ledger": {"post": _op("上传台账（与命令行相同的校验和导入，出错时全部不导入）", csrf=True, multipart=True,
+        "/api/ledger": {"post": _op("上传台账（与命令行相同的校验和导入，出错时全部不导入）", csrf=True, multipart=True, extra={"422": "台账有错误，全部未导入（逐行列出）"},
                                     body=_obj({"file": {"type": "string", "format": "binary"},
                                                "dry_run": {"type": "string", "enum": ["0", "1"]}}, ["file"]))},
         "/api/events": {"get": _op("事件（极端天气、封控）")},
