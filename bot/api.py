@@ -10,6 +10,7 @@ same token to every caller while it is valid, so two processes refreshing at onc
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -263,6 +264,35 @@ class WechatApi:
         return await self.call(
             "/cgi-bin/message/custom/send", {"touser": openid, "msgtype": "text", "text": {"content": text}}
         )
+
+    async def get_media(self, media_id: str, max_bytes: int = 2 * 1024 * 1024) -> bytes:
+        """A temporary media file (voice: AMR), with one token refresh on 40001/42001."""
+        token = await self.access_token()
+        for attempt in range(2):
+            url = self.config.base_url.rstrip("/") + "/cgi-bin/media/get"
+            try:
+                async with self._session().get(
+                    url, params={"access_token": token, "media_id": media_id},
+                    timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
+                ) as resp:
+                    body = await resp.content.read(max_bytes + 1)
+                    ctype = resp.headers.get("Content-Type", "")
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise ApiUnavailable(f"/cgi-bin/media/get: {type(exc).__name__}") from exc
+            if len(body) > max_bytes:
+                raise WechatApiError(-2, "media too large", "/cgi-bin/media/get")
+            if "json" not in ctype and "text" not in ctype:
+                return body
+            try:
+                data = json.loads(body)
+            except ValueError as exc:
+                raise ApiUnavailable("/cgi-bin/media/get: unexpected answer") from exc
+            code = int(data.get("errcode", 0) or 0)
+            if code in TOKEN_ERRORS and attempt == 0:
+                token = await self.access_token(stale=token)
+                continue
+            raise WechatApiError(code, str(data.get("errmsg", "")), "/cgi-bin/media/get")
+        raise AssertionError("unreachable")
 
     async def create_qr_scene(self, scene: str, expire_seconds: int = 3 * 24 * 3600) -> str:
         """A temporary QR code ticket for a binding scene string (show it at showqrcode?ticket=…)."""

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from aiohttp import web
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from wechatpy.messages import BaseMessage
@@ -34,6 +34,8 @@ from bot.dedup import DedupStore, wait_for_reply, write_session
 from bot.flows import Flows, Inbound, family_command
 from bot.ports import VoiceRecognizer
 from dialogs.nlu.intents import IntentParser
+from storage.models.elder import Elder
+from storage.models.wechat import WechatBinding
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +214,8 @@ class CallbackService:
                 return Inbound(openid, "voice", text=str(recognised), intent=await self._parse(str(recognised)))
             if self.recognizer is not None and getattr(msg, "media_id", None):
                 try:
-                    heard = await self.recognizer.recognize(str(msg.media_id), locale="zh")
+                    locale = await asyncio.to_thread(self._voice_locale, openid)
+                    heard = await self.recognizer.recognize(str(msg.media_id), locale=locale)
                 except Exception:
                     log.exception("voice recognition failed", extra={"action": "wechat_asr_failed"})
                     heard = None
@@ -223,6 +226,17 @@ class CallbackService:
             data = msg._data
             return Inbound(openid, "event", event=str(data.get("Event", "")).lower(), event_key=str(data.get("EventKey") or ""))
         return Inbound(openid, "other")
+
+    def _voice_locale(self, openid: str) -> str:
+        """The locale of the elder bound to ``openid`` (zh for anyone else)."""
+        with Session(self.engine) as session:
+            loc = session.execute(
+                select(Elder.locale)
+                .join(WechatBinding, WechatBinding.elder_id == Elder.id)
+                .where(WechatBinding.openid == openid, WechatBinding.role == "elder", WechatBinding.unbound_at.is_(None))
+                .limit(1)
+            ).scalar()
+        return str(loc) if loc is not None else "zh-CN"
 
     async def _parse(self, text: str) -> object | None:
         """The zh intent of a possible check-in answer (not for digits or family commands)."""

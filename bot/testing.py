@@ -189,6 +189,7 @@ class FakeWechatApi:
     token_lifetime: int = 7200
     calls: list[Recorded] = field(default_factory=list)
     closed_window: set[str] = field(default_factory=set)  # openids outside the 48-hour window
+    media: dict[str, bytes] = field(default_factory=dict)  # media_id -> file (voice: AMR)
     _plan: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     _tokens: dict[str, float] = field(default_factory=dict)  # token -> expiry (time.time)
     _current: str | None = None
@@ -223,6 +224,7 @@ class FakeWechatApi:
             "/cgi-bin/qrcode/create",
         ):
             app.router.add_post(p, self._send)
+        app.router.add_get("/cgi-bin/media/get", self._media)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -247,6 +249,19 @@ class FakeWechatApi:
             code = int(value)
             return {"errcode": code, "errmsg": f"injected {code}"}
         return None
+
+    async def _media(self, request: web.Request) -> web.Response:
+        answer = await self._planned(request.path)
+        token = request.query.get("access_token", "")
+        media_id = request.query.get("media_id", "")
+        if answer is None and token not in self._tokens:
+            answer = {"errcode": 40001, "errmsg": "invalid credential"}
+        if answer is None and media_id not in self.media:
+            answer = {"errcode": 40007, "errmsg": "invalid media_id"}
+        self.calls.append(Recorded(request.path, dict(request.query), {}, answer or {"errcode": 0}))
+        if answer is not None:
+            return web.json_response(answer)
+        return web.Response(body=self.media[media_id], content_type="audio/amr")
 
     async def _stable_token(self, request: web.Request) -> web.Response:
         body = await request.json()
