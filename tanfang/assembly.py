@@ -152,6 +152,10 @@ def mount_wechat(app: web.Application, ctx: Context) -> None:
                             policy=load_policy(s.policy_file),
                             escalations=escalation_config(s))
     mount(app, runtime)
+    from bot.voice import VoskVoice
+    from tanfang.telephony import asr_models
+
+    runtime.callback.recognizer = VoskVoice(runtime.api, asr_models(s, load=False))  # voice w/o Recognition
     escalations = escalation_config(s)
 
     async def checkins(_app: web.Application) -> AsyncIterator[None]:
