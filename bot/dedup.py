@@ -85,11 +85,6 @@ class DedupStore:
         with write_session(self.engine) as s:
             self.store(s, key, reply)
 
-    def release(self, key: str) -> None:
-        """Forget an unfinished claim (its handling failed), so a retry is handled afresh."""
-        with write_session(self.engine) as s:
-            s.execute(delete(WechatDedup).where(WechatDedup.key == key, WechatDedup.completed_at.is_(None)))
-
     def read(self, key: str) -> str | None:
         """The stored reply of a completed key (``""`` = success), or None while still in progress."""
         with Session(self.engine) as s:

@@ -249,3 +249,16 @@ async def test_daily_digest_opt_in_once_per_day(fake: FakeWechatApi, engine: Eng
             assert len(s.scalars(select(WechatBinding)).all()) == 3
     finally:
         await api.close()
+
+
+async def test_quota_alert_reaches_the_console_once_an_hour(engine: Engine) -> None:
+    from bot.service import QuotaAlerter
+    from storage.models.escalation import Alert
+
+    alerter = QuotaAlerter(engine, now_utc)
+    await alerter("/cgi-bin/message/template/send")
+    await alerter("/cgi-bin/message/template/send")
+    with Session(engine) as s:
+        rows = s.scalars(select(Alert)).all()
+        assert [(r.kind, r.channel) for r in rows] == [("quota", "console")]
+        assert "45009" in rows[0].body
