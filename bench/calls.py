@@ -68,6 +68,18 @@ from storage.enums import Locale, Outcome
 from tests.integration.sip.peers import BaresipPeer, read_wav, write_wav
 
 MATCH_MIN = 0.95
+_gc_pauses: list[float] = []
+_gc_t0 = [0.0]
+
+
+def _gc_watch(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_t0[0] = time.perf_counter()
+    else:
+        _gc_pauses.append((time.perf_counter() - _gc_t0[0]) * 1000)
+
+
+gc.callbacks.append(_gc_watch)
 ANSWERS = {"asr": ["네", "네 좋아요", "아니요"], "keypad": ["1", "1", "1"]}
 EXPECT_INTENTS = ["affirm", "affirm", "deny"]
 SALUTATION = {Locale.KO: "어르신", Locale.ZH: "王奶奶"}
@@ -212,6 +224,7 @@ async def step(n: int, args: argparse.Namespace, runner: CallRunner, engine: Dia
     clock = MediaClock.for_loop()
     clock.reset_stats()
     gc_before = sum(s["collections"] for s in gc.get_stats())
+    _gc_pauses.clear()
     cpu0, asr0, peers0, t0 = proc.cpu_times(), thread_cpu(("asr", "vosk")), phones.cpu(), time.monotonic()
     main0 = time.thread_time()
 
@@ -247,7 +260,7 @@ async def step(n: int, args: argparse.Namespace, runner: CallRunner, engine: Dia
         "cpu_s": ours, "cpu_per_call_s": ours / n, "asr_cpu_per_call_s": asr_cpu / n, "loop_cpu_per_call_s": main_cpu / n,
         "cores": ours / wall, "peers_cores": peers / wall, "load": os.getloadavg()[0],
         "late_p50": cs.percentile_ms(0.5), "late_p99": cs.percentile_ms(0.99), "late_max": cs.max_lateness_s * 1000,
-        "resyncs": cs.resyncs, "gc": sum(s["collections"] for s in gc.get_stats()) - gc_before,
+        "resyncs": cs.resyncs, "gc": f"{sum(s['collections'] for s in gc.get_stats()) - gc_before} runs, max {max(_gc_pauses or [0.0]):.0f} ms",
         "voice_p50": pct([t.from_voice_s * 1000 for t in speech], 50),
         "voice_p95": pct([t.from_voice_s * 1000 for t in speech], 95),
         "dec_p50": pct([t.from_decision_s * 1000 for t in speech], 50),
