@@ -160,7 +160,7 @@ class Dialer:
         log.info("dialer started", extra={"action": "dialer_start", "worker": self.config.worker})
         while not self._stopping.is_set():
             if self.spool is not None and not self._replaying and len(self.spool):
-                await self._replay_spool()
+                await self.replay_spool()
             free = self.config.line_capacity - self.active
             allowed = self.breaker.allowed(self.monotonic())
             self.metrics.breaker_open.set(0 if allowed else 1)
@@ -337,7 +337,7 @@ class Dialer:
         self.metrics.checkins.labels(outcome=(report.outcome.value if report.outcome and settled.status == "done"
                                               else settled.status)).inc()
 
-    async def _replay_spool(self) -> int:
+    async def replay_spool(self) -> int:
         """Store calls left in the spool (database outage, or a crashed predecessor); oldest first."""
         assert self.spool is not None
         self._replaying = True

@@ -101,9 +101,18 @@ def record_call(sessions: sessionmaker[Session], claimed: q.Claimed, version: in
     except q.LeaseLost:
         with q.write_session(sessions) as s:
             existing = find_attempt(s, claimed.id, worker, report.started_at)
-            call_id = existing if existing is not None else add_attempt(
-                s, report, checkin_id=claimed.id, elder_id=claimed.elder_id, worker=worker,
-                target_masked=report.target, claim=claimed.version)
+            if existing is not None:
+                return existing, Settled("lease_lost")
+            call_id = add_attempt(s, report, checkin_id=claimed.id, elder_id=claimed.elder_id, worker=worker,
+                                  target_masked=report.target, claim=claimed.version)
+            # The lease ran out before the outcome was written (database outage, crash before the spool
+            # was replayed). If nobody is dialling the item now, this call still counts: adopt and settle.
+            adopted = q.adopt(s, claimed.id, worker=worker, now=now, note="补记：租约过期后写入的通话结果")
+            if adopted is not None:
+                settled = _settle(s, claimed, adopted, report, call_id=call_id, worker=worker, now=now,
+                                  policy=policy, escalations=escalations, cold_wave=cold_wave)
+                log.info("late call outcome settled", extra={"action": "call_adopted", "checkin": claimed.id})
+                return call_id, settled
         log.warning("call stored, queue item no longer ours", extra={"action": "lease_lost", "checkin": claimed.id})
         return call_id, Settled("lease_lost")
 

@@ -424,6 +424,26 @@ def release(session: Session, checkin_id: int, *, worker: str, version: int, now
     _record(session, checkin_id, S.DIALING, S.DUE, at=now, actor=worker, note=note)
 
 
+def adopt(session: Session, checkin_id: int, *, worker: str, now: datetime, lease: timedelta = timedelta(minutes=1),
+          note: str) -> int | None:
+    """Take an item that is waiting (``due``/``retry_wait``, e.g. returned by the lease reaper) as
+    ``dialing`` for ``worker`` to settle a call that already happened; ``None`` when it is not waiting
+    (someone is dialling it, or it is finished). Returns the version to settle with."""
+    row = session.execute(
+        update(CheckIn).where(CheckIn.id == checkin_id, CheckIn.status.in_((S.DUE, S.RETRY_WAIT)))
+        .values(status=S.DIALING, lease_owner=worker, lease_expires_at=now + lease, version=CheckIn.version + 1,
+                updated_at=now)
+        .returning(CheckIn.version, CheckIn.attempts)
+    ).first()
+    if row is None:
+        return None
+    prev = session.execute(select(CheckInTransition.to_status).where(CheckInTransition.checkin_id == checkin_id)
+                           .order_by(CheckInTransition.id.desc()).limit(1)).scalar()
+    _record(session, checkin_id, prev if prev in (S.DUE, S.RETRY_WAIT) else S.DUE, S.DIALING, at=now, actor=worker,
+            note=note)
+    return int(row.version)
+
+
 def heartbeat(session: Session, checkin_id: int, *, worker: str, version: int, lease: timedelta, now: datetime) -> int:
     row = session.execute(
         update(CheckIn).where(_owned(checkin_id, worker, version))
@@ -458,6 +478,10 @@ def cancel(session: Session, checkin_ids: list[int], now: datetime, actor: str, 
 # (PIPL art. 13(4)): the elder pressed the SOS button, or an emergency escalation asks for a call.
 CONSENT_EXEMPT = frozenset({RequestKind.SOS, RequestKind.EMERGENCY})
 
+# Check-in kinds dialled whatever the consent: the SOS call-back, emergencies, and the emergency
+# calls to family contacts (vital interests); every other kind needs the elder's consent at claim.
+CONSENT_EXEMPT_KINDS = frozenset({"sos", "emergency", "emergency_contact"})
+
 _REQUEST_PRIORITY = {
     RequestKind.SOS: "sos", RequestKind.EMERGENCY: "emergency", RequestKind.CALLBACK: "callback",
     RequestKind.FAMILY_REQUEST: "family_request", RequestKind.SIGNAL: "signal", RequestKind.MANUAL: "family_request",
@@ -478,10 +502,6 @@ def request_call(
     if elder is None:
         raise QueueError(f"老人 {elder_id} 不存在")
     if elder.consent_status is not ConsentStatus.GRANTED and kind not in CONSENT_EXEMPT:
-# Check-in kinds dialled whatever the consent: the SOS call-back, emergencies, and the emergency
-# calls to family contacts (vital interests); every other kind needs the elder's consent at claim.
-CONSENT_EXEMPT_KINDS = frozenset({"sos", "emergency", "emergency_contact"})
-
         raise ConsentMissing(f"老人 {elder_id} 未同意接受电话探访（{elder.consent_status.label}），不安排自动电话；"
                              "可由工作人员上门或人工联系")
     pol = policies.for_path(elder.path)
@@ -576,6 +596,6 @@ class Queue:
 
 __all__ = [
     "ALLOWED", "CONSENT_EXEMPT", "Claimed", "Completed", "ConsentMissing", "Failed", "Failure", "InvalidTransition", "LeaseLost", "Queue",
-    "QueueError", "RequestKind", "Requested", "UnreachedNotice", "cancel", "check_transition", "claim",
+    "QueueError", "RequestKind", "Requested", "UnreachedNotice", "adopt", "cancel", "check_transition", "claim",
     "complete", "fail", "heartbeat", "promote_ready", "reap_expired", "release", "request_call", "write_session",
 ]
