@@ -20,7 +20,7 @@ import numpy as np
 from dialogs.nlu.data import Example
 from dialogs.nlu.normalise import normalise
 
-FORMAT = "tanfang-intent-model/1"
+FORMAT = "tanfang-intent-model/2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,14 +31,16 @@ class ModelConfig:
     max_n: int = 3
     c: float = 50.0
     class_weight_balanced: bool = True
+    word_bigrams: bool = True  # Korean only: adjacent word pairs (chosen by cross-validation)
 
     def key(self) -> str:
-        return f"{FORMAT}:{self.min_n}-{self.max_n}:C{self.c}:bal{int(self.class_weight_balanced)}"
+        return (f"{FORMAT}:{self.min_n}-{self.max_n}:C{self.c}:bal{int(self.class_weight_balanced)}"
+                f":wb{int(self.word_bigrams)}")
 
 
 def features(normalised: str, locale: str, config: ModelConfig) -> list[str]:
     """Character n-grams of the normalised text. Mandarin ignores spaces (ASR puts them anywhere);
-    Korean keeps them (they separate words) and adds words and jamo trigrams."""
+    Korean keeps them (they separate words) and adds words, word bigrams and jamo trigrams."""
     if locale == "zh":
         s = "<" + normalised.replace(" ", "") + ">"
         extra: list[str] = []
@@ -46,7 +48,11 @@ def features(normalised: str, locale: str, config: ModelConfig) -> list[str]:
         s = "<" + normalised + ">"
         # Bare words, and jamo n-grams so that conjugated forms (났어요/났소) share features.
         jamo = unicodedata.normalize("NFD", normalised.replace(" ", "_"))
-        extra = ["w:" + w for w in normalised.split()]
+        words = normalised.split()
+        extra = ["w:" + w for w in words]
+        if config.word_bigrams:
+            padded = ["<", *words, ">"]
+            extra += ["b:" + a + "_" + b for a, b in zip(padded, padded[1:], strict=False)]
         extra += ["j:" + jamo[i : i + 3] for i in range(len(jamo) - 2)]
     feats = [s[i : i + n] for n in range(config.min_n, config.max_n + 1) for i in range(len(s) - n + 1)]
     return feats + extra
@@ -110,7 +116,8 @@ class IntentModel:
         meta = {
             "format": FORMAT,
             "locale": self.locale,
-            "config": [self.config.min_n, self.config.max_n, self.config.c, self.config.class_weight_balanced],
+            "config": [self.config.min_n, self.config.max_n, self.config.c, self.config.class_weight_balanced,
+                       self.config.word_bigrams],
             "classes": list(self.classes),
             "terms": terms,
             "data_hash": self.data_hash,
@@ -136,11 +143,12 @@ class IntentModel:
             raise ValueError(f"模型文件损坏或格式不符：{exc}") from exc
         if meta.get("format") != FORMAT:
             raise ValueError(f"模型格式不符：{meta.get('format')!r}，需要 {FORMAT}")
-        min_n, max_n, c, bal = meta["config"]
+        min_n, max_n, c, bal, wb = meta["config"]
         terms = meta["terms"]
         return cls(
             locale=meta["locale"],
-            config=ModelConfig(min_n=int(min_n), max_n=int(max_n), c=float(c), class_weight_balanced=bool(bal)),
+            config=ModelConfig(min_n=int(min_n), max_n=int(max_n), c=float(c), class_weight_balanced=bool(bal),
+                               word_bigrams=bool(wb)),
             classes=meta["classes"],
             vocabulary={t: j for j, t in enumerate(terms)},
             idf=idf,
