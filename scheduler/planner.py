@@ -131,6 +131,7 @@ def _raw_batches(
                          func.max(CheckIn.completed_at).filter(CheckIn.status == S.DONE).label("done"),
                          func.count().filter(CheckIn.status.in_(OPEN)).label("open"))
                   .where(CheckIn.elder_id >= lo, CheckIn.elder_id <= hi)
+                  .with_hint(CheckIn, "INDEXED BY uq_checkins_elder_slot", "sqlite")
                   .group_by(CheckIn.elder_id))
             if history_since is not None:
                 hq = hq.where(or_(CheckIn.status.in_(OPEN), CheckIn.completed_at >= history_since))
@@ -488,9 +489,15 @@ def plan_range(
                 # Before the insert of the same batch: a revived row is then skipped by the insert.
                 with write_session(sessions) as s:
                     c, r = _reconcile(s, pairs, now, end)
+                    if dialect == "sqlite":  # one writer: no ping-pong for the write lock
+                        _big_cache(s)
+                        result.inserted += _write_checkins(s, out)
+                        result.home_tasks += _write_tasks(s, tasks)
+                        out, tasks = [], []
                 result.cancelled += c
                 result.revived += r
-            writer.put(out, tasks)
+            if out or tasks:
+                writer.put(out, tasks)
     result.seconds = _time.perf_counter() - t0
     log.debug("planned with %d class plans", cp.builds, extra={"action": "plan_classes"})
     return result
@@ -564,6 +571,7 @@ def _reconcile(session: Session, pairs: list[tuple[int, _Tpl]], now: datetime, u
                CheckIn.kind.in_(("surge", "routine")),
                CheckIn.status.in_((S.PLANNED, S.DUE, S.RETRY_WAIT, S.CANCELLED)),
                CheckIn.due_at >= now, CheckIn.due_at < until)
+        .with_hint(CheckIn, "INDEXED BY uq_checkins_elder_slot", "sqlite")  # not the status index
     ).all()
     stale: list[int] = []
     dead: dict[int, PlannedCheckIn] = {}
