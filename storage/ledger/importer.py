@@ -322,7 +322,11 @@ def import_ledger(
         if progress is not None:
             progress("校验", row, table.total_hint)
 
-    result = validate_rows(table.rows, regions, today=today, progress=on_row if progress else None)
+    try:  # rows are read lazily: a file damaged half-way is found here
+        result = validate_rows(table.rows, regions, today=today, progress=on_row if progress else None)
+    except LedgerFormatError as exc:
+        report.errors.append(RowError(None, "", "", str(exc)))
+        return report
     report.rows = result.rows
     report.errors = result.errors
     if result.errors:

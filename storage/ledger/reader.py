@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from storage.ledger.columns import Field, is_sub_header, match_header, resolve_grouped, spec
 
@@ -169,21 +169,50 @@ def _skippable(raw: RawRow, values: Sequence[CellValue]) -> bool:
 # -- xlsx ------------------------------------------------------------------------------------
 
 
-def read_xlsx(source: Path | BinaryIO) -> LedgerTable:
+def _broken_xlsx_errors() -> tuple[type[BaseException], ...]:
+    """What openpyxl raises on a damaged file (bad zip, bad deflate stream, bad XML, odd structure)."""
+    import zlib
     from zipfile import BadZipFile
 
-    from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
+    return (InvalidFileException, BadZipFile, zlib.error, EOFError, KeyError, OSError, ValueError, SyntaxError,
+            TypeError, AttributeError, IndexError)
+
+
+def _guarded(rows: Iterator[tuple[int, Any]],
+             broken: tuple[type[BaseException], ...]) -> Iterator[tuple[int, Any]]:
+    """Rows are read lazily: damage found half-way through is still a file error, not a crash."""
+    try:
+        yield from rows
+    except LedgerFormatError:
+        raise
+    except broken as exc:
+        raise LedgerFormatError(f"Excel 文件已损坏，读不下去（{type(exc).__name__}）；请在 Excel 中重新另存为 .xlsx 后再导入") from exc
+
+
+def read_xlsx(source: Path | BinaryIO) -> LedgerTable:
+    from openpyxl import load_workbook
+
+    broken = _broken_xlsx_errors()
     try:
         wb = load_workbook(source, read_only=True, data_only=True)
-    except (InvalidFileException, BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise LedgerFormatError(f"无法打开 Excel 文件：{exc}（请另存为 .xlsx 格式）") from exc
+    except broken as exc:
+        raise LedgerFormatError(f"无法打开 Excel 文件：{type(exc).__name__}（请另存为 .xlsx 格式）") from exc
+    try:
+        return _first_sheet(wb, broken)
+    except LedgerFormatError:
+        raise
+    except broken as exc:
+        raise LedgerFormatError(f"Excel 文件已损坏（{type(exc).__name__}）；请在 Excel 中重新另存为 .xlsx 后再导入") from exc
+
+
+def _first_sheet(wb: Any, broken: tuple[type[BaseException], ...]) -> LedgerTable:
     last_error: LedgerFormatError | None = None
     for ws in wb.worksheets:
         total = ws.max_row
         ws.reset_dimensions()  # do not trust the stored dimension; read every row there is
-        rows = ((i, r) for i, r in enumerate(ws.iter_rows(values_only=True), start=1))
+        rows = _guarded(((i, r) for i, r in enumerate(ws.iter_rows(values_only=True), start=1)), broken)
         try:
             table = _table(rows, "xlsx", total)
         except LedgerFormatError as exc:
