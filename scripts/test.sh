@@ -9,8 +9,10 @@ mkdir -p artifacts
 .venv/bin/ruff check .
 .venv/bin/mypy
 set +e
-.venv/bin/pytest -p no:cacheprovider -ra "$@"
+.venv/bin/pytest -p no:cacheprovider -ra -o log_file=artifacts/test-run.log -o log_file_level=DEBUG "$@"
 rc=$?
+# Last step: the whole run's log must not hold any of the sample ledger's ID or phone numbers.
+.venv/bin/python scripts/check_logs.py artifacts/test-run.log || rc=${rc/#0/1}
 set -e
 # pytest's 5 means "no tests collected": that is a failure for us, not a pass.
 exit $rc

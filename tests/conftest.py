@@ -27,6 +27,18 @@ SAMPLES = REPO / "samples"
 _pg_reason = "PostgreSQL 未配置：设置 TANFANG_TEST_DATABASE_URL 以运行（CI 会设置）"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's log file (scripts/test.sh: artifacts/test-run.log) masks numbers like production's
+    handlers (tanfang.logsetup) do; scripts/check_logs.py then greps it for the sample's numbers."""
+    from storage.masking import MaskingFilter
+
+    plugin = config.pluginmanager.get_plugin("logging-plugin")
+    handler = getattr(plugin, "log_file_handler", None)
+    if handler is not None:
+        handler.addFilter(MaskingFilter())
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"tanfang: PostgreSQL tests {'on ' + PG_URL if PG_URL else 'SKIPPED (' + _pg_reason + ')'}"
 
