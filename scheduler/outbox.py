@@ -7,6 +7,11 @@ was committed. :class:`OutboxDispatcher` hands pending rows to the registered
 optimistic update before sending (two dispatchers never send the same row), transient failures
 (``RETRY``) are retried with exponential backoff, and permanent ones end as ``failed`` — the
 console lists those.
+
+Order survives an outage: a transient failure holds its whole channel — the rest of that batch
+goes back unattempted, and no alert is claimed while an OLDER alert of the same channel waits for
+its retry — so when the channel returns, alerts go out oldest first. The backoff is capped at
+five minutes and a transient failure gives up only after ``max_attempts`` (≈ 2 hours of outage).
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aiohttp import web
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import and_, exists, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from scheduler.notify import (
     AlertKind,
@@ -106,8 +111,8 @@ class RetryPolicy:
 
     base_s: float = 30.0
     factor: float = 2.0
-    cap_s: float = 3600.0
-    max_attempts: int = 8
+    cap_s: float = 300.0  # at most 5 minutes between tries: an alert goes out soon after the channel returns
+    max_attempts: int = 24  # 30+60+120+240 s, then every 5 min: about 2 hours of outage before "failed"
     lease_s: float = 120.0  # a claimed row is retried after this if the dispatcher dies mid-send
 
     def delay(self, attempts: int) -> timedelta:
@@ -174,6 +179,10 @@ class OutboxDispatcher:
         channels = self.registry.channels
         if not channels:
             return claimed
+        older = aliased(Alert)
+        waiting_older = exists().where(and_(  # an older alert of the channel is waiting for its retry
+            older.channel == Alert.channel, older.status == AlertStatus.PENDING, older.next_attempt_at > now,
+            older.created_at <= Alert.created_at, older.id < Alert.id))
         with write_session(self.sessions) as s:
             rows = s.scalars(
                 select(Alert)
@@ -181,6 +190,7 @@ class OutboxDispatcher:
                     Alert.status == AlertStatus.PENDING,
                     Alert.channel.in_(channels),
                     Alert.next_attempt_at <= now,
+                    ~waiting_older,
                 )
                 .order_by(Alert.created_at, Alert.id)
                 .limit(limit)
@@ -223,10 +233,26 @@ class OutboxDispatcher:
                 .execution_options(synchronize_session=False)
             )
 
+    def _unclaim(self, alert_id: int, attempts: int) -> None:
+        """Give back a claimed alert that was not attempted (its channel is failing): no attempt counted."""
+        with write_session(self.sessions) as s:
+            s.execute(
+                update(Alert)
+                .where(Alert.id == alert_id, Alert.attempts == attempts, Alert.status == AlertStatus.PENDING)
+                .values(attempts=attempts - 1, next_attempt_at=self.now())
+                .execution_options(synchronize_session=False)
+            )
+
     async def run_once(self, limit: int = 100) -> int:
         """Deliver up to ``limit`` due alerts in creation order; returns how many were attempted."""
         claimed = await asyncio.to_thread(self._claim, limit)
+        held: set[str] = set()
+        tried = 0
         for alert_id, message, channel, attempts in claimed:
+            if channel in held:
+                await asyncio.to_thread(self._unclaim, alert_id, attempts)
+                continue
+            tried += 1
             notifier = self.registry.get(channel)
             if notifier is None:  # unregistered between claim and send
                 result = DeliveryResult(DeliveryStatus.RETRY, "渠道未注册")
@@ -240,7 +266,9 @@ class OutboxDispatcher:
                                 extra={"action": "alert_notifier_error"})
                     result = DeliveryResult(DeliveryStatus.RETRY, f"渠道异常：{type(exc).__name__}")
             await asyncio.to_thread(self._finish, alert_id, attempts, result)
-        return len(claimed)
+            if result.status is DeliveryStatus.RETRY:
+                held.add(channel)  # the channel is failing: keep the rest of it in order for later
+        return tried
 
     async def run_forever(self, interval_s: float = 5.0) -> None:
         while True:
