@@ -143,10 +143,13 @@ class CallbackService:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         try:
-            return await asyncio.wait_for(asyncio.shield(entry.future), max(deadline - time.monotonic(), 0.01))
+            reply = await asyncio.wait_for(asyncio.shield(entry.future), max(deadline - time.monotonic(), 0.01))
         except TimeoutError:
             entry.timed_out = True
             return ""
+        # once a delivery has timed out the answer goes as a customer-service message: a retry
+        # that sees the result must not answer a second time
+        return "" if entry.timed_out else reply
 
     async def _execute(self, key: str, msg: BaseMessage, entry: _InFlight, deadline: float) -> None:
         reply_xml = ""
