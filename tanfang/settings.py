@@ -64,6 +64,9 @@ class Settings(BaseSettings):
         default=None, description='number → SIP URI, e.g. "sip:{number}@127.0.0.1:5080" (default: sip:{number}@<trunk host>)')
     sip_ring_timeout_s: float = 45.0
     line_capacity: int = 30
+    dialer_realtime: bool = Field(
+        default=False, description="run the media loop at SCHED_RR (needs root/CAP_SYS_NICE); see README"
+    )
     shutdown_grace_s: float = Field(default=20.0, ge=0, description="on stop: calls may finish this long, then end politely")
     breaker_threshold: int = 5
     breaker_cooldown_s: int = 300

@@ -25,6 +25,7 @@ from ivr.call import CallRunner, RunnerConfig
 from ivr.conversation import GRAMMARS
 from ivr.dialer import Dialer, DialerConfig, DialerMetrics
 from ivr.dialplan import DialPlan
+from ivr.realtime import background_executor, tune_process
 from ivr.sip import SipConfig, TransportKind, UserAgent
 from ivr.tts import PromptCache
 from scheduler import queue as q
@@ -69,7 +70,18 @@ def runner(settings: Settings, ua: UserAgent, *, asr: AsrModels | None, parser: 
     prompts.check()
     config = RunnerConfig(ring_timeout_s=settings.sip_ring_timeout_s, duty_line=settings.duty_line,
                           tts_rate=settings.tts_rate, recordings_dir=settings.recordings_dir)
-    return CallRunner(ua, prompts, asr=asr, parser=parser, config=config)  # type: ignore[arg-type]
+    # With a real-time media loop, Vosk threads run below it (never as its equals).
+    executor = background_executor(rt_priority=5, name="asr") if settings.dialer_realtime else None
+    return CallRunner(ua, prompts, asr=asr, parser=parser, config=config,  # type: ignore[arg-type]
+                      asr_executor=executor)
+
+
+def tune_media_process(settings: Settings) -> None:
+    """Once everything is loaded: freeze the GC (no collector pauses in the 20 ms media clock) and,
+    with ``TANFANG_DIALER_REALTIME``, run the loop thread at SCHED_RR (see ivr/realtime.py)."""
+    tuning = tune_process(freeze_gc=True, realtime=settings.dialer_realtime, loop=asyncio.get_running_loop())
+    for note in tuning.notes:
+        log.warning("media tuning: %s", note, extra={"action": "media_tuning"})
 
 
 def escalation_config(settings: Settings) -> EscalationConfig:
@@ -114,6 +126,7 @@ def mount_dialer(app: web.Application, ctx: Context, *, plan: DialPlan | None = 
         ua = UserAgent(sip_config(s), now=ctx.now)
         await ua.start()
         parser = await asyncio.to_thread(build_intent_parser, s)
+        tune_media_process(s)
         dialer = Dialer(sessions=ctx.sessions, runner=runner(s, ua, asr=models, parser=parser),
                         engine=DialogEngine(load_scripts()), dial_plan=plan, vault=ctx.vault,
                         config=DialerConfig(worker=worker,
