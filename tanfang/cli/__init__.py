@@ -31,6 +31,7 @@ COMMAND_MODULES: list[str] = [
     "elder",
     "purge",
     "audit",
+    "backup",  # also registers "restore"
 ]
 
 
