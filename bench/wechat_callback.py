@@ -155,6 +155,18 @@ def main() -> None:
         return
     tmp = tempfile.mkdtemp(prefix="wxbench-")
     db_url = args.db_url or f"sqlite:///{tmp}/bench.db"
+    schema = None
+    if db_url.startswith("postgres"):  # a schema of our own, dropped afterwards
+        from sqlalchemy import text
+
+        from storage.db import make_engine
+        from tests.conftest import pg_schema_url
+
+        schema = f"wxbench_{secrets.token_hex(4)}"
+        admin = make_engine(db_url)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        base_url, db_url = db_url, pg_schema_url(db_url, schema)
     token, aes = secrets.token_hex(8), new_aes_key()
     import socket
 
@@ -204,6 +216,9 @@ def main() -> None:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+        if schema is not None:
+            with make_engine(base_url).begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
 if __name__ == "__main__":
