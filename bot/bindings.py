@@ -256,3 +256,84 @@ def unbind_all(session: Session, openid: str, now: datetime, reason: str) -> lis
         b.unbound_at = now
         b.unbound_reason = reason
     return rows
+
+
+@dataclass(frozen=True)
+class BindingInfo:
+    """One binding as the console shows it (never the openid in full)."""
+
+    binding_id: int
+    role: str
+    contact_id: int | None
+    staff_id: int | None
+    openid_masked: str
+    bound_at: datetime
+    consent_at: datetime
+    digest_opt_in: bool
+    unbound_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    code_id: int
+    kind: str
+    role: str
+    contact_id: int | None
+    issued_by: str | None
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    revoked_at: datetime | None
+    attempts: int
+
+    def state(self, now: datetime) -> str:
+        """In Chinese, for the console: 已使用 / 已作废 / 已过期 / 有效."""
+        if self.used_at is not None:
+            return "已使用"
+        if self.revoked_at is not None or self.attempts >= MAX_CODE_ATTEMPTS:
+            return "已作废"
+        return "已过期" if self.expires_at <= now else "有效"
+
+
+def _mask_openid(openid: str) -> str:
+    return openid[:4] + "****" + openid[-4:] if len(openid) > 8 else "****"
+
+
+def bindings_for_elder(session: Session, elder_id: int, *, include_unbound: bool = False) -> list[BindingInfo]:
+    """The elder's WeChat bindings (family and the elder themself), for the console."""
+    q = select(WechatBinding).where(WechatBinding.elder_id == elder_id).order_by(WechatBinding.id)
+    if not include_unbound:
+        q = q.where(WechatBinding.unbound_at.is_(None))
+    return [
+        BindingInfo(b.id, b.role, b.contact_id, b.staff_id, _mask_openid(b.openid), b.bound_at, b.consent_at,
+                    b.digest_opt_in, b.unbound_at)
+        for b in session.scalars(q)
+    ]
+
+
+def codes_for_elder(session: Session, elder_id: int) -> list[CodeInfo]:
+    """Codes issued for the elder and their contacts, newest first (the code itself is never stored)."""
+    q = select(WechatBindingCode).where(WechatBindingCode.elder_id == elder_id).order_by(WechatBindingCode.id.desc())
+    return [
+        CodeInfo(c.id, c.kind, c.role, c.contact_id, c.issued_by, c.created_at, c.expires_at, c.used_at,
+                 c.revoked_at, c.attempts)
+        for c in session.scalars(q)
+    ]
+
+
+def revoke_code(session: Session, code_id: int, now: datetime) -> bool:
+    """Withdraw an unused code (False if it was already used or withdrawn)."""
+    code = session.get(WechatBindingCode, code_id)
+    if code is None or code.used_at is not None or code.revoked_at is not None:
+        return False
+    code.revoked_at = now
+    return True
+
+
+def unbind(session: Session, binding_id: int, now: datetime, reason: str = "staff") -> bool:
+    """End one binding from the console (e.g. the family member asked by phone)."""
+    b = session.get(WechatBinding, binding_id)
+    if b is None or b.unbound_at is not None:
+        return False
+    b.unbound_at, b.unbound_reason = now, reason
+    return True

@@ -191,3 +191,21 @@ async def test_staff_binding(harness: Harness) -> None:
     assert "工作人员 赵干事" in (await h.say("o_staff", code) or "")
     assert (await h.say("o_staff", "1111") or "").startswith("绑定成功")
     assert "工作台" in (await h.say("o_staff", "你好") or "")
+
+
+async def test_console_views_revoke_and_unbind(harness: Harness) -> None:
+    from bot.bindings import bindings_for_elder, codes_for_elder, revoke_code, unbind
+
+    h = harness
+    await bind_family(h)
+    spare = issue(h, contact_id=h.world.contact2_id)
+    now = now_utc()
+    with write_session(h.engine) as s:
+        codes = codes_for_elder(s, h.world.elder_id)
+        assert [c.state(now) for c in codes] == ["有效", "已使用"]
+        assert revoke_code(s, codes[0].code_id, now) and not revoke_code(s, codes[0].code_id, now)
+        views = bindings_for_elder(s, h.world.elder_id)
+        assert len(views) == 1 and views[0].contact_id == h.world.contact_id and FAMILY not in views[0].openid_masked
+        assert unbind(s, views[0].binding_id, now)
+    assert "不正确或已失效" in (await h.say("o_x", spare) or "")
+    assert "还没有绑定" in (await h.say(FAMILY, "最近怎么样") or "")
