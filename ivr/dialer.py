@@ -215,9 +215,10 @@ class Dialer:
             await self._call(lease)
         except Exception:
             log.exception("check-in call failed", extra={"action": "dialer_call_error", "checkin": lease.claimed.id})
-            try:
-                await self._release(lease)
-            except Exception:  # the database is away: the lease expires and the item is due again
+            try:  # the database may be away: keep trying for a while, else the lease expiry returns it
+                await asyncio.to_thread(retry_transient, partial(self._release_sync, lease), attempts=12,
+                                        cap_s=self.config.db_retry_cap_s * 2, what="release")
+            except Exception:
                 log.warning("could not release check-in", extra={"action": "dialer_release_error",
                                                                  "checkin": lease.claimed.id})
         finally:
@@ -238,6 +239,11 @@ class Dialer:
                 return
             except Exception:
                 log.exception("heartbeat failed", extra={"action": "heartbeat_error"})
+
+    def _release_sync(self, lease: _Lease) -> None:
+        with contextlib.suppress(q.LeaseLost):
+            self._queue.release(lease.claimed.id, worker=self.config.worker, version=lease.version, now=self.now())
+            self.stats.released += 1
 
     async def _release(self, lease: _Lease) -> None:
         with contextlib.suppress(q.LeaseLost):

@@ -8,6 +8,7 @@ connection closes, PostgreSQL drops the lock, and a waiting instance takes over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import PolicySet, load_policy
 from scheduler.queue import write_session
-from storage.db import make_engine, make_session_factory
+from storage.db import is_transient, make_engine, make_session_factory
 from storage.models import PlannerLease
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class PlannerLock:
                 self._conn.execute(text("SELECT 1"))
                 self._conn.commit()
             except Exception:  # the connection is gone: so is the lock
-                self._conn = None
+                self.forget()
                 return False
             self._beat(now)
             return True
@@ -95,6 +96,15 @@ class PlannerLock:
                 return False
             row.heartbeat_at, row.expires_at = now, now + self.lease
         return True
+
+    def forget(self) -> None:
+        """Drop a lock whose connection died (the server released it with the session)."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.invalidate()
+                self._conn.close()
+            self._conn = None
+        self._held = False
 
     def _beat(self, now: datetime, acquired: bool = False) -> None:
         with write_session(self._sessions) as s:
@@ -237,15 +247,25 @@ class PlannerService:
             clock = resolve_clock(self.config.clock)
             while True:
                 now = clock()
-                if not self.active:
-                    if await asyncio.to_thread(self.lock.try_acquire, now):
-                        self.active = True
-                        log.info("planner lock acquired", extra={"action": "planner_active"})
-                        self._start_scheduler()
-                elif not await asyncio.to_thread(self.lock.heartbeat, now):
-                    log.error("planner lock lost", extra={"action": "planner_lost"})
-                    self._stop_scheduler()
-                    self.active = False
+                try:
+                    if not self.active:
+                        if await asyncio.to_thread(self.lock.try_acquire, now):
+                            self.active = True
+                            log.info("planner lock acquired", extra={"action": "planner_active"})
+                            self._start_scheduler()
+                    elif not await asyncio.to_thread(self.lock.heartbeat, now):
+                        log.error("planner lock lost", extra={"action": "planner_lost"})
+                        self._stop_scheduler()
+                        self.active = False
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    # The database is away (restart, network): stop planning, try again next round.
+                    log.warning("planner: database unavailable", extra={"action": "planner_db_unavailable"})
+                    if self.active:
+                        self._stop_scheduler()
+                        self.active = False
+                        await asyncio.to_thread(self.lock.forget)
                 await asyncio.sleep(self.config.lock_retry_s)
         finally:
             self._stop_scheduler()
