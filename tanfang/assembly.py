@@ -31,7 +31,10 @@ def mount_planner(app: web.Application, ctx: Context) -> None:
     config = PlannerConfig(db_url=s.db_url, policy_file=str(s.policy_file) if s.policy_file else None,
                            plan_interval_s=s.plan_interval_s, horizon_hours=s.plan_horizon_hours,
                            cap_source=s.cap_source, cap_poll_s=s.cap_poll_interval_s,
-                           owner=f"{socket.gethostname()}:{os.getpid()}")
+                           owner=f"{socket.gethostname()}:{os.getpid()}",
+                           recordings_dir=str(s.recordings_dir),
+                           recording_retention_days=s.recording_retention_days,
+                           transcript_retention_days=s.transcript_retention_days)
     service = PlannerService(ctx.engine, config)
 
     async def run(_app: web.Application) -> AsyncIterator[None]:
@@ -68,6 +71,8 @@ def mount_console(app: web.Application, ctx: Context) -> None:
         recordings_dir=s.recordings_dir, cookie_secure=s.cookie_secure, service_name=s.service_name,
         timezone=s.timezone, upload_dir=s.data_dir / "uploads", policies=load_policy(s.policy_file),
         escalations=escalation_config(s),
+        login_max_failures=s.login_max_failures, login_lockout_minutes=s.login_lockout_minutes,
+        consent_deletion_days=s.consent_deletion_days,
     )
     mount(app, sessions=ctx.sessions, vault=ctx.vault, now=ctx.now, config=config)
 
