@@ -1,6 +1,7 @@
 """A /wechat callback server in its own process (for the cross-process dedup test).
 
-    python -m tests.integration.bot.callback_proc --db-url URL --secret S --token T --aes-key K --appid A --port P
+    python -m tests.integration.bot.callback_proc --db-url URL --secret S --token T --aes-key K --appid A [--port P]
+Prints "READY … http://127.0.0.1:PORT …" once listening (port 0: any free port).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     for name in ("--db-url", "--secret", "--token", "--aes-key", "--appid"):
         ap.add_argument(name, required=True)
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     engine = make_engine(args.db_url)
@@ -38,7 +39,7 @@ def main() -> None:
                               DedupStore(engine, vault, "proc", utc), now=utc)
     app = web.Application()
     add_routes(app, service)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=lambda *_: print("READY", flush=True), access_log=None)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=lambda msg: print("READY " + str(msg).replace("\n", " "), flush=True), access_log=None)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,12 +27,6 @@ from tests.integration.bot.conftest import APPID, now_utc, seed
 REPO = Path(__file__).resolve().parents[3]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def servers(db_url: str, engine: Engine) -> Iterator[tuple[list[str], WechatServerSim, Engine]]:
     secret, token, aes = generate_secret(), secrets.token_hex(6), new_aes_key()
@@ -43,15 +37,20 @@ def servers(db_url: str, engine: Engine) -> Iterator[tuple[list[str], WechatServ
                             consent_at=now, consent_text="同意", bound_at=now))
     procs, urls = [], []
     for _ in range(2):
-        port = free_port()
         p = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.bot.callback_proc", "--db-url", db_url, "--secret", secret,
-             "--token", token, "--aes-key", aes, "--appid", APPID, "--port", str(port)],
-            cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+             "--token", token, "--aes-key", aes, "--appid", APPID],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         procs.append(p)
-        assert p.stdout is not None and "READY" in p.stdout.readline()
-        urls.append(f"http://127.0.0.1:{port}/wechat")
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        if not m:
+            p.kill()
+            raise AssertionError(f"callback process did not start: {line!r} {p.stderr.read() if p.stderr else ''}")
+        urls.append(f"http://127.0.0.1:{m.group(1)}/wechat")
     try:
         yield urls, WechatServerSim(token, APPID, aes, "safe"), engine
     finally:
