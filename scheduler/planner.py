@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, String, Text, func, or_, select, text, type_coerce, update
+from sqlalchemy import Integer, String, Text, func, literal_column, or_, select, text, type_coerce, update
 from sqlalchemy import cast as sa_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,7 +39,7 @@ from scheduler.policy import (
     plan_elder,
     routine_cadence,
 )
-from scheduler.queue import OPEN, _record_many, cancel, write_session
+from scheduler.queue import OPEN, _record_many, check_transition, write_session
 from scheduler.windows import LOCAL_TZ, allowed_windows
 from storage.enums import CheckInStatus as S
 from storage.enums import ConsentStatus, ElderStatus, EventKind, RiskTier
@@ -94,6 +94,16 @@ def load_events(session: Session, start: datetime, end: datetime, *, event_ids: 
                         ev.level, ev.hazard) for ev, paths in by_id.values()]
 
 
+def _status_in(sqlite_db: bool, statuses: tuple[S, ...]) -> Any:
+    """``checkins.status IN (...)``; on SQLite written ``+status`` so the query planner cannot pick
+    the status-led claim index (it would walk every planned row of the table) and uses the
+    (elder, slot) key for the elder-id range instead. (SQLAlchemy drops ``with_hint`` on SQLite,
+    so ``INDEXED BY`` cannot be used through it.)"""
+    if sqlite_db:
+        return literal_column("+checkins.status", String).in_([st.value for st in statuses])
+    return CheckIn.status.in_(statuses)
+
+
 def _region_filter(paths: list[str]) -> Any:
     return or_(*[or_(Region.path == p, Region.path.like(p + "/%")) for p in paths])
 
@@ -127,14 +137,17 @@ def _raw_batches(
             if not rows:
                 return
             lo, hi = rows[0][0], rows[-1][0]
+            lite = s.get_bind().dialect.name == "sqlite"
             hq = (select(CheckIn.elder_id,
                          func.max(CheckIn.completed_at).filter(CheckIn.status == S.DONE).label("done"),
                          func.count().filter(CheckIn.status.in_(OPEN)).label("open"))
                   .where(CheckIn.elder_id >= lo, CheckIn.elder_id <= hi)
-                  .with_hint(CheckIn, "INDEXED BY uq_checkins_elder_slot", "sqlite")
                   .group_by(CheckIn.elder_id))
             if history_since is not None:
-                hq = hq.where(or_(CheckIn.status.in_(OPEN), CheckIn.completed_at >= history_since))
+                # (On SQLite neither status nor completed_at may pick an index: by elder range.)
+                done_since = (literal_column("+checkins.completed_at") >= type_coerce(history_since, CheckIn.completed_at.type)
+                              if lite else CheckIn.completed_at >= history_since)
+                hq = hq.where(or_(_status_in(lite, OPEN), done_since))
             hist = {h[0]: (h[1], int(h[2] or 0)) for h in s.connection().execute(hq)}
         yield rows, hist
         last = hi
@@ -565,15 +578,15 @@ def _reconcile(session: Session, pairs: list[tuple[int, _Tpl]], now: datetime, u
     if not by_elder:
         return 0, 0
     conn = session.connection()
+    lite = conn.dialect.name == "sqlite"
     rows = conn.execute(
         select(CheckIn.id, CheckIn.elder_id, CheckIn.slot, CheckIn.kind, CheckIn.status)
         .where(CheckIn.elder_id >= min(by_elder), CheckIn.elder_id <= max(by_elder),
                CheckIn.kind.in_(("surge", "routine")),
-               CheckIn.status.in_((S.PLANNED, S.DUE, S.RETRY_WAIT, S.CANCELLED)),
+               _status_in(lite, (S.PLANNED, S.DUE, S.RETRY_WAIT, S.CANCELLED)),  # not the status index
                CheckIn.due_at >= now, CheckIn.due_at < until)
-        .with_hint(CheckIn, "INDEXED BY uq_checkins_elder_slot", "sqlite")  # not the status index
     ).all()
-    stale: list[int] = []
+    stale: list[tuple[int, S]] = []
     dead: dict[int, PlannedCheckIn] = {}
     for r in rows:
         tpl = by_elder.get(r.elder_id)
@@ -584,8 +597,8 @@ def _reconcile(session: Session, pairs: list[tuple[int, _Tpl]], now: datetime, u
             if p is not None:
                 dead[r.id] = p if p.elder_id == r.elder_id else replace(p, elder_id=r.elder_id)
         elif p is None and (r.kind == "surge" or r.status is not S.RETRY_WAIT):
-            stale.append(r.id)
-    n_cancel = cancel(session, stale, now, _PLANNER, "预警/封控开始、变更或解除，按新的探访频率调整")
+            stale.append((r.id, r.status))
+    n_cancel = _cancel_stale(session, stale, now, "预警/封控开始、变更或解除，按新的探访频率调整")
     if not dead:
         return n_cancel, 0
     # Only the planner's own cancellations come back (a call staff cancelled stays cancelled).
@@ -610,6 +623,60 @@ def _reconcile(session: Session, pairs: list[tuple[int, _Tpl]], now: datetime, u
                           "actor": _PLANNER, "note": "仍有预警/封控需要此次探访，恢复"})
     _record_many(session, trans)
     return n_cancel, len(trans)
+
+
+_CLAIMABLE_SQL = "('planned', 'due', 'retry_wait')"
+
+
+def _cancel_stale(session: Session, stale: list[tuple[int, S]], now: datetime, note: str) -> int:
+    """Cancel the planner's superseded calls not yet being dialled (as ``queue.cancel``, with the
+    transitions recorded), in bulk on the driver connection: a re-plan may cancel 10⁵ rows.
+
+    SQLite: the re-plan holds the write lock since it read ``stale`` in this transaction, so the
+    statuses read are current. PostgreSQL: rows a worker holds locked are skipped (as
+    ``queue.cancel`` does), and the status each row had is taken under the row lock.
+    """
+    if not stale:
+        return 0
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    at = _TRANS_ENC.at(now)
+    note = note[:255]
+    if session.get_bind().dialect.name == "postgresql":
+        cur = raw.cursor()
+        cur.execute(
+            "WITH old AS (SELECT id, status FROM checkins WHERE id = ANY(%s) AND status IN " + _CLAIMABLE_SQL
+            + " FOR UPDATE SKIP LOCKED), "
+            "upd AS (UPDATE checkins c SET status = 'cancelled', version = c.version + 1, updated_at = %s "
+            "FROM old WHERE c.id = old.id RETURNING c.id, old.status) "
+            "INSERT INTO checkin_transitions (checkin_id, from_status, to_status, at, actor, note) "
+            "SELECT id, status, 'cancelled', %s, %s, %s FROM upd",
+            ([i for i, _ in stale], now, now, _PLANNER, note))
+        return max(int(cur.rowcount or 0), 0)
+    for _, st in stale:
+        check_transition(st, S.CANCELLED)
+    before = raw.total_changes
+    raw.executemany("UPDATE checkins SET status = 'cancelled', version = version + 1, updated_at = ? "
+                    "WHERE id = ? AND status IN " + _CLAIMABLE_SQL, [(at, i) for i, _ in stale])
+    n = raw.total_changes - before
+    if n != len(stale):  # cannot happen under the write lock; refuse rather than mis-record
+        raise RuntimeError(f"cancel: {n} of {len(stale)} rows changed")
+    raw.executemany("INSERT INTO checkin_transitions (checkin_id, from_status, to_status, at, actor, note) "
+                    "VALUES (?, ?, 'cancelled', ?, ?, ?)", [(i, st.value, at, _PLANNER, note) for i, st in stale])
+    return n
+
+
+class _TransitionEncoder:
+    def __init__(self) -> None:
+        dialect = sqlite.dialect()
+        col = CheckInTransition.__table__.c.at
+        self._at = col.type.dialect_impl(dialect).bind_processor(dialect)
+
+    def at(self, v: datetime) -> Any:
+        return self._at(v) if self._at is not None else v
+
+
+_TRANS_ENC = _TransitionEncoder()
 
 
 def promote_due(sessions: sessionmaker[Session], now: datetime, limit: int = 50000) -> int:
