@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from storage.crypto import Vault, VaultError
+from storage.ledger.phones import PhoneError, normalise_phone
 from storage.models.elder import Contact, Elder, ElderPhone
 from storage.models.staff import Staff
 from storage.models.wechat import WechatBinding, WechatBindingCode, WechatFollower
@@ -176,10 +177,13 @@ def lookups_blocked(follower: WechatFollower, now: datetime) -> bool:
     )
 
 
-def last_four(digits_source: str) -> str:
-    """Last four digits of a phone number, whatever its format (+86, dashes, spaces)."""
-    digits = "".join(ch for ch in digits_source if ch.isdigit())
-    return digits[-4:]
+def last_four(phone: str) -> str:
+    """Last four digits of a phone number, normalised as the ledger does (+86, dashes, spaces,
+    full-width digits); numbers the ledger would refuse fall back to their ASCII digits."""
+    try:
+        return normalise_phone(phone).dial_string[-4:]
+    except PhoneError:
+        return "".join(ch for ch in phone if ch in "0123456789")[-4:]
 
 
 def expected_last_four(session: Session, vault: Vault, code: WechatBindingCode) -> str | None:

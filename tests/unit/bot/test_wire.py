@@ -79,6 +79,8 @@ def test_to_message_only_raises_wire_errors(body: bytes) -> None:
 def test_last_four_ignores_formatting() -> None:
     assert last_four("+86 139-1234-5678") == "5678"
     assert last_four("0451-8888 1234") == "1234"
+    assert last_four("１３９ １２３４ ５６７８") == "5678"  # full-width, as typed in some ledgers
+    assert last_four("12345") == "2345"  # refused by the ledger rules: plain digits
 
 
 def test_family_commands() -> None:
