@@ -488,9 +488,9 @@ def plan_range(
                     sink(p)
         result.seconds = _time.perf_counter() - t0
         return result
-    # Pipelined: a writer thread inserts batch k while this thread reads, plans (and reconciles)
-    # batch k+1 (the database releases the GIL while it works). At most two batches in flight.
-    with _Writer(sessions, result) as writer:
+    # Pipelined: writer threads insert batch k (PostgreSQL: k and k+1) while this thread reads, plans
+    # (and reconciles) the next (the database releases the GIL while it works). A few batches in flight.
+    with _Writer(sessions, result, PG_WRITERS if dialect == "postgresql" else 1) as writer:
         for rows, hist in batches:
             out, tasks, planned, pairs = cp.expand(rows, hist, want_plans)
             result.elders += len(rows)
@@ -526,17 +526,28 @@ def _big_cache(session: Session) -> None:
         session.connection().exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
 
 
-class _Writer:
-    """One background thread writing (check-ins, tasks) batches, each in its own transaction."""
+PG_WRITERS = 2
 
-    def __init__(self, sessions: sessionmaker[Session], result: PlanResult) -> None:
+
+class _Writer:
+    """Background threads writing (check-ins, tasks) batches, each in its own transaction.
+
+    SQLite has one writer (one write lock). PostgreSQL gets ``PG_WRITERS`` connections: the server
+    spends most of a plan inserting (heap, three indexes, the elder foreign-key check per row), and
+    batches cover disjoint elder-id ranges, so two backends insert in parallel without conflicts.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], result: PlanResult, threads: int = 1) -> None:
         self.sessions, self.result = sessions, result
-        self.q: queue.Queue[tuple[list[Any], list[Any]] | None] = queue.Queue(maxsize=1)
+        self.q: queue.Queue[tuple[list[Any], list[Any]] | None] = queue.Queue(maxsize=threads)
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="planner-writer", daemon=True)
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, name=f"planner-writer-{i}", daemon=True)
+                        for i in range(threads)]
 
     def __enter__(self) -> _Writer:
-        self.thread.start()
+        for t in self.threads:
+            t.start()
         return self
 
     def _run(self) -> None:
@@ -546,8 +557,11 @@ class _Writer:
             try:
                 with write_session(self.sessions) as s:
                     _big_cache(s)
-                    self.result.inserted += _write_checkins(s, item[0])
-                    self.result.home_tasks += _write_tasks(s, item[1])
+                    n = _write_checkins(s, item[0])
+                    k = _write_tasks(s, item[1])
+                with self.lock:
+                    self.result.inserted += n
+                    self.result.home_tasks += k
             except BaseException as exc:  # re-raised in the planning thread
                 self.error = exc
 
@@ -557,8 +571,10 @@ class _Writer:
         self.q.put((out, tasks))
 
     def __exit__(self, *exc: object) -> None:
-        self.q.put(None)
-        self.thread.join()
+        for _ in self.threads:
+            self.q.put(None)
+        for t in self.threads:
+            t.join()
         if self.error is not None and exc[0] is None:
             raise self.error
 
