@@ -17,7 +17,7 @@ from tanfang.context import build_context, utc_now
 from tanfang.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser("events", help="加密探访事件：极端天气预警、封控、节日")
     es = p.add_subparsers(dest="events_command", required=True, metavar="ACTION")
     ls = es.add_parser("list", help="列出生效中和未开始的事件")

@@ -18,7 +18,7 @@ from tanfang.context import build_context
 from tanfang.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser("plan", help="探访计划：查看将到期的探访及原因，或写入队列")
     p.add_argument("--dry-run", action="store_true", help="只显示，不写入")
     p.add_argument("--region", help="只看某行政区划（代码）及其下级")

@@ -13,7 +13,7 @@ from tanfang.context import build_context, utc_now
 from tanfang.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser("signals", help="居家设备信号：紧急按钮、智能水表")
     ss = p.add_subparsers(dest="signals_command", required=True, metavar="ACTION")
     i = ss.add_parser("ingest", help="导入信号（JSON 行或 JSON 数组；- 表示标准输入）")
