@@ -240,10 +240,9 @@ async def send_daily_digest(
     report = DigestReport()
     for openid, elder_id, text, in_window in jobs:
         key = f"digest:{day}:{openid}:{elder_id}"
-        with Session(engine) as s:
-            if s.get(WechatDedup, key) is not None:
-                report.skipped += 1
-                continue
+        if not await asyncio.to_thread(_claim_digest, engine, key, now):  # sent today, or another process is on it
+            report.skipped += 1
+            continue
         body = "今日平安消息\n" + text
         try:
             if in_window:
@@ -258,16 +257,41 @@ async def send_daily_digest(
             else:
                 report.skipped += 1
                 report.details.append("不在 48 小时窗口且未配置模板")
+                await asyncio.to_thread(_release_digest, engine, key)
                 continue
         except (WechatApiError, ApiUnavailable) as exc:
             report.failed += 1
             report.details.append(str(exc))
+            await asyncio.to_thread(_release_digest, engine, key)  # a later run the same day may retry
             continue
+        except BaseException:
+            await asyncio.to_thread(_release_digest, engine, key)
+            raise
         with write_session(engine) as s:
-            s.add(WechatDedup(key=key, owner="digest", created_at=now, completed_at=now, reply=""))
+            row = s.get(WechatDedup, key)
+            if row is not None:
+                row.completed_at = now
         report.sent += 1
     log.info("daily digest", extra={"action": "wechat_digest", "sent": report.sent, "failed": report.failed})
     return report
+
+
+def _claim_digest(engine: Engine, key: str, now: datetime) -> bool:
+    """Take the day's digest slot for one follower and elder (a primary-key insert: of several
+    processes running the digest at once, exactly one wins)."""
+    try:
+        with write_session(engine) as s:
+            s.add(WechatDedup(key=key, owner="digest", created_at=now, completed_at=None, reply=""))
+    except IntegrityError:
+        return False
+    return True
+
+
+def _release_digest(engine: Engine, key: str) -> None:
+    with write_session(engine) as s:
+        row = s.get(WechatDedup, key)
+        if row is not None and row.completed_at is None:
+            s.delete(row)
 
 
 def _digest_jobs(engine: Engine, flows: Flows, now: datetime) -> list[tuple[str, int, str, bool]]:

@@ -25,7 +25,7 @@ from bot.callback import CallbackService, add_routes, owner_id
 from bot.dedup import DedupStore, write_session
 from bot.dialog_adapter import DialogsCheckin
 from bot.flows import BotConfig, DefaultRecorder, Flows
-from bot.notifier import NotifierConfig, WechatNotifier
+from bot.notifier import DigestReport, NotifierConfig, WechatNotifier, send_daily_digest
 from bot.ports import CheckinEngine, CheckinRecorder, VoiceRecognizer
 from bot.wire import CallbackKeys
 from dialogs.engine import DialogEngine
@@ -158,3 +158,13 @@ def mount(app: web.Application, runtime: WechatRuntime, path: str = "/wechat") -
         await runtime.api.close()
 
     app.cleanup_ctx.append(lifecycle)
+
+
+async def daily_digest_job(runtime: WechatRuntime, engine: Engine, now: Callable[[], datetime]) -> DigestReport:
+    """The scheduled daily 平安 digest (safe to run in several processes or twice a day: each
+    follower and elder gets at most one per day, see ``send_daily_digest``)."""
+    report = await send_daily_digest(engine, runtime.api, runtime.flows, now=now(),
+                                     template_id=runtime.config.template_digest)
+    log.info("daily digest job", extra={"action": "wechat_digest_job", "sent": report.sent,
+                                         "skipped": report.skipped, "failed": report.failed})
+    return report

@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 from sqlalchemy.orm import Session, sessionmaker
 
-from console import api, pages, views
+from console import api, pages, views, wechat_views
 from console.config import ConsoleConfig
 from console.web import STATE, ConsoleState, on_prepare, setup_templates
 from storage.crypto import Vault
@@ -55,3 +55,4 @@ def mount(
     r.add_get("/report", pages.report_page)
     r.add_get("/report.xlsx", pages.report_xlsx)
     api.add_routes(app)
+    wechat_views.add_routes(app)

@@ -96,6 +96,17 @@ OPENAPI: dict[str, Any] = {
             body=_obj({"status": {"type": "string", "enum": ["granted", "withdrawn"]}, "note": _s}, ["status"]))},
         "/api/elders/{id}/export": {"post": _op(
             "导出老人全部个人信息（查阅复制请求，仅管理员；写入审计日志）", params=[_path_id("老人 id")], csrf=True)},
+        "/api/elders/{id}/wechat-codes": {
+            "get": _op("微信绑定情况（老人本人和各联系人的绑定与绑定码状态）", params=[_path_id("老人 id")]),
+            "post": _op("发放微信绑定码（6位码或二维码场景值，只返回这一次；仅民政干部和管理员；写入审计日志）",
+                        params=[_path_id("老人 id")], csrf=True, ok="201",
+                        body=_obj({"target": {"type": "string", "description": "elder（老人本人）或 contact:<联系人id>"},
+                                   "kind": {"type": "string", "enum": ["code", "scene"]}}, ["target"]))},
+        "/api/elders/{id}/wechat-codes/{code_id}": {"delete": _op(
+            "作废微信绑定码（仅民政干部和管理员；写入审计日志）",
+            params=[_path_id("老人 id"), {"name": "code_id", "in": "path", "required": True,
+                                        "schema": {"type": "integer"}, "description": "绑定码 id"}],
+            csrf=True, extra={"409": "该绑定码已使用或已作废"})},
         "/api/calls/{id}/recording": {"get": _op("通话录音（写入审计日志）", params=[_path_id("通话 id")], binary=True)},
         "/api/ledger": {"post": _op("上传台账（与命令行相同的校验和导入，出错时全部不导入）", csrf=True, multipart=True, extra={"422": "台账有错误，全部未导入（逐行列出）"},
                                     body=_obj({"file": {"type": "string", "format": "binary"},

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy.orm import Session
 
-from console import actions, queries
+from console import actions, queries, wechat
 from console.auth import (
     COOKIE,
     LOGIN_CSRF_COOKIE,
@@ -208,6 +208,7 @@ def _elder_context(s: Session, request: web.Request, elder_id: int) -> dict[str,
         "elder": elder, "region": elder.region, "phones": list(elder.phones),
         "contacts": queries.contacts_of(s, elder.id), "profile": actions.profile_rows(elder.profile),
         "timeline": queries.timeline(s, elder.id), "categories": sorted(c.label for c in elder.categories),
+        "wechat": wechat.wechat_targets(s, me, elder.id), "wechat_instructions": wechat.INSTRUCTIONS,
     }
 
 

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
 
 from tanfang.app import Component, HealthResult, add_health_check, build_app
 from tanfang.context import Context
 
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator as _AsyncIterator
+    from collections.abc import Callable
+
+    from bot.service import WechatRuntime
+
 log = logging.getLogger(__name__)
+
+DIGEST_SCHEDULER: web.AppKey[object] = web.AppKey("wechat_digest_scheduler", object)
 
 Role = Literal["all", "api", "planner", "dialer"]
 
@@ -197,6 +205,33 @@ def mount_wechat(app: web.Application, ctx: Context) -> None:
         return HealthResult(True, f"微信回调已启用（{config.effective_mode} 模式）")
 
     add_health_check(app, "wechat", health)
+    app.cleanup_ctx.append(digest_schedule(app, runtime, ctx))
+
+
+def digest_schedule(app: web.Application, runtime: WechatRuntime,
+                    ctx: Context) -> Callable[[web.Application], _AsyncIterator[None]]:
+    """The opt-in daily 平安 digest at TANFANG_WECHAT_DIGEST_TIME (local time, TANFANG_TIMEZONE).
+
+    Every api process schedules it: ``send_daily_digest`` claims each follower's day slot with a
+    primary-key insert before sending, so however many processes run it (or a restart runs it
+    again), each family member gets at most one digest per elder per day. The scheduler is kept
+    in ``app[DIGEST_SCHEDULER]`` so its next run can be checked."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from bot.service import daily_digest_job
+
+    hour, minute = (int(x) for x in ctx.settings.wechat_digest_time.split(":"))
+    sched = AsyncIOScheduler(timezone=ctx.settings.timezone)
+    sched.add_job(daily_digest_job, "cron", hour=hour, minute=minute, args=[runtime, ctx.engine, ctx.now],
+                  id="wechat_daily_digest", max_instances=1, coalesce=True, misfire_grace_time=3600)
+    app[DIGEST_SCHEDULER] = sched
+
+    async def run(_app: web.Application) -> _AsyncIterator[None]:
+        sched.start()
+        yield
+        sched.shutdown(wait=False)
+
+    return run
 
 
 def components_for(role: Role) -> list[Component]:

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     )
     wechat_template_alert: str | None = Field(default=None, description="template message id for alerts")
     wechat_template_digest: str | None = Field(default=None, description="template id for the daily digest")
+    wechat_digest_time: str = Field(default="19:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+                                    description="local time (HH:MM, TANFANG_TIMEZONE) of the opt-in daily 平安 digest")
     public_url: str | None = Field(default=None, description="base URL of the console, for links in messages")
 
     @field_validator("data_dir")

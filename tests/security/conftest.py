@@ -82,8 +82,25 @@ def target(sessions: sessionmaker[Session], world: World, clock: Clock, recordin
         s.flush()
         s.add(SurgeEventRegion(event_id=ev.id, region_id=world.regions["230125001001"]))
         s.add(SurgeEventRegion(event_id=ev2.id, region_id=world.regions["230125001001"]))
-        return {"esc": esc, "call": call.id, "event": ev.id, "event2": ev2.id, "elder": world.elders["zhang"],
-                "phone": world.phone_ids["zhang"], "contact": world.contacts["zhang"][0]}
+        ids = {"esc": esc, "call": call.id, "event": ev.id, "event2": ev2.id, "elder": world.elders["zhang"],
+               "phone": world.phone_ids["zhang"], "contact": world.contacts["zhang"][0]}
+    return ids | wechat_target(sessions, world, clock)
+
+
+def wechat_target(sessions: sessionmaker[Session], world: World, clock: Clock) -> dict[str, int]:
+    """A live binding code for 张桂兰 herself and a family member's WeChat binding."""
+    from storage.models.wechat import WechatBinding, WechatBindingCode
+
+    with sessions() as s, s.begin():
+        code = WechatBindingCode(code_hash="matrix-test", kind="code", role="elder", elder_id=world.elders["zhang"],
+                                 created_at=clock(), expires_at=clock() + timedelta(days=3), attempts=0,
+                                 max_attempts=5)
+        b = WechatBinding(openid="o_matrix_family_1", role="family", elder_id=world.elders["zhang"],
+                          contact_id=world.contacts["zhang"][0], consent_at=clock(), consent_text="同意",
+                          bound_at=clock(), digest_opt_in=False)
+        s.add_all([code, b])
+        s.flush()
+        return {"wcode": code.id, "wbinding": b.id}
 
 
 def console_app(sessions: sessionmaker[Session], vault: Vault, clock: Clock, recordings: Path) -> web.Application:

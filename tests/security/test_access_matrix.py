@@ -97,6 +97,17 @@ SPEC: dict[tuple[str, str], Route] = {
                                             lambda t: {"consent": "withdrawn", "note": "本人告知"}),
     ("POST", "/api/elders/{id}/consent"): Route("manage", lambda t: f"/api/elders/{t['elder']}/consent",
                                                 lambda t: {"status": "granted"}),
+    ("GET", "/api/elders/{id}/wechat-codes"): Route("read", lambda t: f"/api/elders/{t['elder']}/wechat-codes"),
+    ("POST", "/elders/{id}/wechat/codes"): Route("officer", lambda t: f"/elders/{t['elder']}/wechat/codes",
+                                                 lambda t: {"target": f"contact:{t['contact']}", "kind": "code"}),
+    ("POST", "/api/elders/{id}/wechat-codes"): Route("officer", lambda t: f"/api/elders/{t['elder']}/wechat-codes",
+                                                     lambda t: {"target": f"contact:{t['contact']}", "kind": "scene"}),
+    ("DELETE", "/api/elders/{id}/wechat-codes/{code_id}"): Route(
+        "officer", lambda t: f"/api/elders/{t['elder']}/wechat-codes/{t['wcode']}"),
+    ("POST", "/elders/{id}/wechat/revoke"): Route("officer", lambda t: f"/elders/{t['elder']}/wechat/revoke",
+                                                  lambda t: {"code_id": str(t["wcode"])}),
+    ("POST", "/elders/{id}/wechat/unbind"): Route("officer", lambda t: f"/elders/{t['elder']}/wechat/unbind",
+                                                  lambda t: {"binding_id": str(t["wbinding"])}),
     ("POST", "/logout"): Route("public", lambda t: "/logout"),
     ("POST", "/api/logout"): Route("public", lambda t: "/api/logout"),
 }
@@ -126,6 +137,8 @@ def expected(kind: str, role: str, own: bool) -> frozenset[int]:
         return frozenset({404})
     if kind in ("read", "act"):
         return OK
+    if kind == "officer":  # WeChat binding codes: officers and admins; visitors only see the state
+        return OK if role != "visitor" else frozenset({403})
     if kind == "manage":
         return OK if role != "visitor" else DENIED
     if kind == "import":
@@ -139,6 +152,8 @@ async def call(client: TestClient, method: str, url: str, body: dict[str, Any] |
     api = url.startswith("/api/")
     if method == "GET":
         r = await client.get(url, allow_redirects=False)
+    elif method == "DELETE":
+        r = await client.delete(url, headers={"X-CSRF-Token": csrf}, allow_redirects=False)
     elif body is not None and "__file__" in body:
         form = FormData()
         if not api:
@@ -200,6 +215,7 @@ async def test_unauthenticated_every_route(client: TestClient, target: dict[str,
             continue
         url = route.url(target)
         r = await (client.get(url, allow_redirects=False) if method == "GET"
+                   else client.delete(url, allow_redirects=False) if method == "DELETE"
                    else client.post(url, data={}, allow_redirects=False))
         if template.startswith("/api/"):
             assert r.status == 401, f"{method} {url} → {r.status}"

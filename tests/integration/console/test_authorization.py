@@ -39,7 +39,10 @@ def target(sessions: sessionmaker[Session], world: World, clock: Clock, recordin
         s.add(ev)
         s.flush()
         s.add(SurgeEventRegion(event_id=ev.id, region_id=world.regions["230125001001"]))
-        return {"esc": esc, "call": call.id, "event": ev.id, "elder": world.elders["zhang"]}
+        ids = {"esc": esc, "call": call.id, "event": ev.id, "elder": world.elders["zhang"]}
+    from tests.security.conftest import wechat_target
+
+    return ids | wechat_target(sessions, world, clock)
 
 
 def page_routes(t: dict[str, int], world: World) -> list[tuple[str, str, dict[str, str] | None]]:
@@ -58,6 +61,9 @@ def page_routes(t: dict[str, int], world: World) -> list[tuple[str, str, dict[st
         ("GET", "/report?region=230125001", None),
         ("GET", "/report.xlsx?region=230125001", None),
         ("POST", f"/events/{t['event']}/end", {}),
+        ("POST", f"/elders/{e}/wechat/codes", {"target": "elder", "kind": "code"}),
+        ("POST", f"/elders/{e}/wechat/revoke", {"code_id": str(t["wcode"])}),
+        ("POST", f"/elders/{e}/wechat/unbind", {"binding_id": str(t["wbinding"])}),
         ("POST", f"/elders/{e}/consent", {"consent": "withdrawn", "note": "本人告知"}),
     ]
 
@@ -118,6 +124,9 @@ def api_routes(t: dict[str, int], world: World) -> list[tuple[str, str, dict[str
         ("GET", f"/api/calls/{t['call']}/recording", None),
         ("GET", "/api/reports/monthly?region=230125001", None),
         ("POST", f"/api/events/{t['event']}/end", {}),
+        ("GET", f"/api/elders/{e}/wechat-codes", None),
+        ("POST", f"/api/elders/{e}/wechat-codes", {"target": f"contact:{world.contacts['zhang'][0]}"}),
+        ("DELETE", f"/api/elders/{e}/wechat-codes/{t['wcode']}", None),
         ("POST", f"/api/elders/{e}/consent", {"status": "withdrawn"}),
     ]
 
@@ -128,6 +137,8 @@ async def test_other_township_officer_gets_404_on_every_api_route(client: TestCl
     for method, url, data in api_routes(target, world):
         if method == "GET":
             r = await client.get(url)
+        elif method == "DELETE":
+            r = await client.delete(url, headers={"X-CSRF-Token": csrf})
         else:
             r = await client.post(url, json=data, headers={"X-CSRF-Token": csrf})
         body = await r.text()
@@ -153,6 +164,8 @@ async def test_own_officer_reaches_the_same_api_routes(client: TestClient, world
     for method, url, data in api_routes(target, world):
         if method == "GET":
             r = await client.get(url)
+        elif method == "DELETE":
+            r = await client.delete(url, headers={"X-CSRF-Token": csrf})
         else:
             r = await client.post(url, json=data, headers={"X-CSRF-Token": csrf})
         assert r.status in (200, 201), f"{method} {url} → {r.status}: {await r.text()}"
@@ -178,7 +191,8 @@ async def test_unauthenticated_requests_are_refused(client: TestClient, world: W
                    else client.post(url, data={}, allow_redirects=False))
         assert r.status == 303 and r.headers["Location"].startswith("/login"), url
     for method, url, _ in api_routes(target, world):
-        r = await (client.get(url) if method == "GET" else client.post(url, json={}))
+        r = await (client.get(url) if method == "GET" else client.delete(url) if method == "DELETE"
+                   else client.post(url, json={}))
         assert r.status == 401, url
 
 
@@ -196,7 +210,8 @@ async def test_every_console_route_is_covered(client: TestClient, world: World, 
         path = info.get("path") or info.get("formatter") or info.get("prefix")
         if not path or path.startswith("/static/"):
             continue
-        concrete = {path.replace("{id}", i) for i in ids} if "{id}" in path else {path}
+        concrete = {path.replace("{id}", i).replace("{code_id}", str(target["wcode"])) for i in ids} \
+            if "{id}" in path else {path}
         assert concrete & (covered | lists | public), f"route {route.method} {path} has no authorisation test"
 
 
