@@ -488,9 +488,12 @@ def plan_range(
                     sink(p)
         result.seconds = _time.perf_counter() - t0
         return result
-    # Pipelined: writer threads insert batch k (PostgreSQL: k and k+1) while this thread reads, plans
-    # (and reconciles) the next (the database releases the GIL while it works). A few batches in flight.
-    with _Writer(sessions, result, PG_WRITERS if dialect == "postgresql" else 1) as writer:
+    # Pipelined: writer threads write batch k (PostgreSQL: k and k+1) while this thread reads and
+    # plans the next (the database releases the GIL while it works). A few batches in flight.
+    # Re-plans reconcile a batch in the writer, in the same transaction as its insert, before it:
+    # a revived row is then skipped by the insert.
+    with _Writer(sessions, result, PG_WRITERS if dialect == "postgresql" else 1,
+                 reconcile=(now, end) if reconcile_surge else None) as writer:
         for rows, hist in batches:
             out, tasks, planned, pairs = cp.expand(rows, hist, want_plans)
             result.elders += len(rows)
@@ -498,19 +501,8 @@ def plan_range(
             if sink is not None:
                 for p in _materialise(pairs):
                     sink(p)
-            if reconcile_surge:
-                # Before the insert of the same batch: a revived row is then skipped by the insert.
-                with write_session(sessions) as s:
-                    c, r = _reconcile(s, pairs, now, end)
-                    if dialect == "sqlite":  # one writer: no ping-pong for the write lock
-                        _big_cache(s)
-                        result.inserted += _write_checkins(s, out)
-                        result.home_tasks += _write_tasks(s, tasks)
-                        out, tasks = [], []
-                result.cancelled += c
-                result.revived += r
-            if out or tasks:
-                writer.put(out, tasks)
+            if out or tasks or (reconcile_surge and pairs):
+                writer.put(out, tasks, pairs if reconcile_surge else [])
     result.seconds = _time.perf_counter() - t0
     log.debug("planned with %d class plans", cp.builds, extra={"action": "plan_classes"})
     return result
@@ -537,9 +529,10 @@ class _Writer:
     batches cover disjoint elder-id ranges, so two backends insert in parallel without conflicts.
     """
 
-    def __init__(self, sessions: sessionmaker[Session], result: PlanResult, threads: int = 1) -> None:
-        self.sessions, self.result = sessions, result
-        self.q: queue.Queue[tuple[list[Any], list[Any]] | None] = queue.Queue(maxsize=threads)
+    def __init__(self, sessions: sessionmaker[Session], result: PlanResult, threads: int = 1, *,
+                 reconcile: tuple[datetime, datetime] | None = None) -> None:
+        self.sessions, self.result, self.reconcile = sessions, result, reconcile
+        self.q: queue.Queue[tuple[list[Any], list[Any], list[tuple[int, _Tpl]]] | None] = queue.Queue(maxsize=threads)
         self.error: BaseException | None = None
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._run, name=f"planner-writer-{i}", daemon=True)
@@ -555,20 +548,25 @@ class _Writer:
             if self.error is not None:
                 continue  # drain after a failure
             try:
+                c = r = 0
                 with write_session(self.sessions) as s:
                     _big_cache(s)
+                    if self.reconcile is not None:
+                        c, r = _reconcile(s, item[2], *self.reconcile)
                     n = _write_checkins(s, item[0])
                     k = _write_tasks(s, item[1])
                 with self.lock:
                     self.result.inserted += n
                     self.result.home_tasks += k
+                    self.result.cancelled += c
+                    self.result.revived += r
             except BaseException as exc:  # re-raised in the planning thread
                 self.error = exc
 
-    def put(self, out: list[Any], tasks: list[Any]) -> None:
+    def put(self, out: list[Any], tasks: list[Any], pairs: list[tuple[int, _Tpl]]) -> None:
         if self.error is not None:
             raise self.error
-        self.q.put((out, tasks))
+        self.q.put((out, tasks, pairs))
 
     def __exit__(self, *exc: object) -> None:
         for _ in self.threads:
