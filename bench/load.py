@@ -8,6 +8,18 @@ separate process on 127.0.0.1 and sends requests open-loop (each at its schedule
 waiting for earlier answers) from this process: 40 % console pages (queue, elder profile, search),
 30 % JSON API (queue, elder, me), 30 % WeChat text messages (plain mode, signed, new MsgId each).
 An error is any status ≥ 400, a timeout or a connection failure. Prints p50/p99 per kind.
+
+Latency is measured from each request's *scheduled* send time (not from when the client got round
+to sending it), so a stalled client or server cannot hide queueing delay (no coordinated omission).
+A warm-up (``--warmup`` s at the same rate, not counted) runs first. Also printed: the achieved
+rate, errors by kind and type, and the server's CPU seconds per request (all its processes,
+from /proc via psutil): on a shared, loaded machine that is the comparable figure.
+
+    --workers N        tanfang serve --workers N (SO_REUSEPORT processes)
+    --only SLOT        send one request kind only (escalations, elder, search, events, api-escalations,
+                       api-elder, api-me, wechat) — per-request CPU of one page type
+    --py-spy OUT.svg   record the server with py-spy during the measured run (flame graph; OUT.txt:
+                       collapsed stacks)
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -43,6 +56,9 @@ def _free_port() -> int:
 def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
     subprocess.run([sys.executable, "-m", "tanfang", *args], env=env, check=True, input=stdin, text=True,
                    stdout=subprocess.DEVNULL, cwd=REPO)
+
+
+SLOTS = ("escalations", "elder", "search", "events", "api-escalations", "api-elder", "api-me", "wechat")
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -64,9 +80,11 @@ def _signed_query() -> str:
     return f"timestamp={ts}&nonce={nonce}&signature={sig}"
 
 
-async def _load(base: str, rate: int, seconds: int, elder_ids: list[int]) -> dict[str, list[float]]:
+async def _load(base: str, rate: int, seconds: int, elder_ids: list[int], *, warmup: int = 5,
+                only: str | None = None, on_measure: Any = None) -> dict[str, Any]:
     lat: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
+    error_types: dict[tuple[str, str], int] = defaultdict(int)
     samples: list[str] = []
     conn = aiohttp.TCPConnector(limit=256)
     timeout = aiohttp.ClientTimeout(total=30)
@@ -85,6 +103,14 @@ async def _load(base: str, rate: int, seconds: int, elder_ids: list[int]) -> dic
         nonlocal msg_id
         roll = i % 10
         e = elder_ids[i % len(elder_ids)]
+        if only is not None:
+            slot = SLOTS.index(only)
+            if slot < 4:
+                roll, i = 0, slot
+            elif slot < 7:
+                roll, i = 4, slot - 4
+            else:
+                roll = 9
         if roll < 4:
             url = ("/escalations", f"/elders/{e}", f"/elders?q={names[i % 4]}", "/events")[i % 4]
             return "console", "GET", url, None
@@ -95,10 +121,9 @@ async def _load(base: str, rate: int, seconds: int, elder_ids: list[int]) -> dic
         body = _wechat_body(f"o_load_{i % 997:05d}", msg_id, ("最近怎么样", "你好", "菜单")[i % 3])
         return "wechat", "POST", f"/wechat?{_signed_query()}", body
 
-    async def one(i: int) -> None:
+    async def one(i: int, t0: float, measured: bool) -> None:
         kind, method, url, body = pick(i)
         client = wx if kind == "wechat" else clients[i % len(clients)]
-        t0 = time.perf_counter()
         try:
             async with client.request(method, base + url, data=body.encode() if body else None,
                                       headers={"Content-Type": "text/xml"} if body else None,
@@ -108,33 +133,85 @@ async def _load(base: str, rate: int, seconds: int, elder_ids: list[int]) -> dic
                 status = str(r.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             ok, status = False, type(exc).__name__
-        lat[kind].append((time.perf_counter() - t0) * 1000)
+        if not measured:
+            return
+        lat[kind].append((time.perf_counter() - t0) * 1000)  # from the scheduled send time
         if not ok:
             errors[kind] += 1
+            error_types[(kind, status)] += 1
             if len(samples) < 10:
                 samples.append(f"{kind} {method} {url.split('?')[0]} → {status}")
 
-    tasks: list[asyncio.Task[None]] = []
-    start = time.perf_counter()
-    total = rate * seconds
-    for i in range(total):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i)))
-    sent_s = time.perf_counter() - start
-    await asyncio.gather(*tasks)
+    async def phase(n_seconds: int, measured: bool, offset: int) -> tuple[float, float]:
+        tasks: list[asyncio.Task[None]] = []
+        start = time.perf_counter()
+        late = 0.0
+        for i in range(rate * n_seconds):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                late = max(late, -delay)
+            tasks.append(asyncio.create_task(one(offset + i, due, measured)))
+        sent_s = time.perf_counter() - start
+        await asyncio.gather(*tasks)
+        return sent_s, late
+
+    if warmup:
+        await phase(warmup, False, 10**6)
+    if on_measure is not None:
+        on_measure()
+    t_start = time.perf_counter()
+    sent_s, late = await phase(seconds, True, 0)
+    done_s = time.perf_counter() - t_start
     for c in [*clients, wx]:
         await c.close()
     await conn.close()
-    lat["_errors"] = [float(sum(errors.values()))]
-    lat["_sent_s"] = [sent_s]
-    for s in samples:
-        print("  error:", s)
-    for k, n in errors.items():
-        print(f"  errors {k}: {n}")
-    return lat
+    for line in samples:
+        print("  error:", line)
+    for (k, status), n in sorted(error_types.items()):
+        print(f"  errors {k} {status}: {n}")
+    return {"lat": lat, "errors": sum(errors.values()), "sent_s": sent_s, "done_s": done_s, "late_s": late}
+
+
+def _wait_workers(pid: int, port: int, workers: int, timeout_s: float = 120) -> bool:
+    """Until ``workers`` processes of the server listen on ``port`` (extra workers load for a while)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        root = psutil.Process(pid)
+        listening = 0
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                conns = p.net_connections(kind="tcp")
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            listening += any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+        if listening >= workers:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _py_spy() -> str:
+    import shutil
+
+    local = Path(sys.executable).parent / "py-spy"
+    return str(local) if local.exists() else (shutil.which("py-spy") or "py-spy")
+
+
+def _cpu(proc: Any) -> float:
+    """User + system CPU seconds of the server and its worker processes."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except Exception:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def main() -> int:
@@ -142,6 +219,10 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=500)
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--db-url", default=None)
+    ap.add_argument("--warmup", type=int, default=5, help="seconds of warm-up at the same rate (not counted)")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--only", choices=SLOTS, default=None)
+    ap.add_argument("--py-spy", default=None, metavar="OUT.svg")
     args = ap.parse_args()
     from storage.crypto import generate_secret
 
@@ -157,9 +238,10 @@ def main() -> int:
     _cli(env, "db", "upgrade")
     _cli(env, "regions", "import", str(SAMPLES / "regions.yaml"))
     _cli(env, "ledger", "import", str(SAMPLES / "ledger_sample.xlsx"))
+    _cli(env, "nlu", "train")  # as in production: the server loads the cached model, does not train it
     _cli(env, "staff", "add", "loadadmin", "--role", "admin", "--region", "23", stdin=PASSWORD + "\n")
     server = subprocess.Popen([sys.executable, "-m", "tanfang", "serve", "--role", "api", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                               "--port", str(port), "--workers", str(args.workers)], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                               stderr=open(tmp / "serve.err", "w"))  # noqa: SIM115
     base = f"http://127.0.0.1:{port}"
     try:
@@ -174,25 +256,51 @@ def main() -> int:
         else:
             print("server did not start:", (tmp / "serve.err").read_text()[-2000:])
             return 1
+        if not _wait_workers(server.pid, port, args.workers):
+            print("not all request workers started:", (tmp / "serve.err").read_text()[-2000:])
+            return 1
         from sqlalchemy import create_engine, text
 
         url = args.db_url or f"sqlite:///{tmp / 'tanfang.db'}"
         with create_engine(url).connect() as c:
             elder_ids = [r[0] for r in c.execute(text("SELECT id FROM elders ORDER BY id"))]
-        print(f"load: {args.rate} requests/s for {args.seconds} s against tanfang serve "
-              f"({'PostgreSQL' if args.db_url and args.db_url.startswith('postgres') else 'SQLite'}), "
-              f"mix 40 % console / 30 % API / 30 % WeChat")
-        lat = asyncio.run(_load(base, args.rate, args.seconds, elder_ids))
+        print(f"load: {args.rate} requests/s for {args.seconds} s (+{args.warmup} s warm-up) against tanfang serve "
+              f"--workers {args.workers} ({'PostgreSQL' if args.db_url and args.db_url.startswith('postgres') else 'SQLite'}), "
+              + (f"only {args.only}" if args.only else "mix 40 % console / 30 % API / 30 % WeChat"))
+        import psutil
+
+        proc = psutil.Process(server.pid)
+        cpu0: list[float] = []
+        spy: list[subprocess.Popen[bytes]] = []
+
+        def on_measure() -> None:
+            cpu0.append(_cpu(proc))
+            if args.py_spy:
+                spy.append(subprocess.Popen([_py_spy(), "record", "--pid", str(server.pid), "--subprocesses",
+                                             "-o", args.py_spy, "-d", str(args.seconds), "--nonblocking",
+                                             "--format", "raw" if args.py_spy.endswith(".txt") else "flamegraph"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        load0 = os.getloadavg()[0]
+        result = asyncio.run(_load(base, args.rate, args.seconds, elder_ids, warmup=args.warmup, only=args.only,
+                                   on_measure=on_measure))
+        cpu_s = _cpu(proc) - cpu0[0]
+        for sp in spy:
+            sp.wait(60)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
-    errors = int(lat.pop("_errors")[0])
-    sent_s = lat.pop("_sent_s")[0]
+    lat, errors, sent_s = result["lat"], int(result["errors"]), result["sent_s"]
     everything = [v for vs in lat.values() for v in vs]
-    print(f"sent {len(everything)} requests in {sent_s:.1f} s ({len(everything) / sent_s:.0f}/s offered)")
+    n = len(everything)
+    print(f"sent {n} requests in {sent_s:.1f} s ({n / sent_s:.0f}/s offered, sender at most "
+          f"{result['late_s'] * 1000:.0f} ms behind schedule); all answered after {result['done_s']:.1f} s "
+          f"({(n - errors) / result['done_s']:.0f}/s achieved)")
+    print(f"server CPU {cpu_s:.1f} s = {cpu_s / max(1, n) * 1000:.2f} ms per request "
+          f"(load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after, {os.cpu_count()} CPUs)")
     for kind in ("console", "api", "wechat"):
         v = lat.get(kind, [])
         print(f"  {kind:8s} n={len(v):6d}  p50={_pct(v, 50):7.1f} ms  p99={_pct(v, 99):7.1f} ms  max={max(v or [0]):7.1f} ms")

@@ -19,7 +19,7 @@ from console.auth import COOKIE, end_session, load_session
 from console.auth import login as auth_login
 from console.openapi import OPENAPI
 from console.pages import build_report, run_ledger_import
-from console.scope import Principal, scoped_elder
+from console.scope import ELDER_PAGE_LOAD, Principal, scoped_elder
 from console.views import SHANGHAI, login_policy, set_session_cookie
 from console.web import api, json_error, json_response, principal, remote, state
 from scheduler.escalations import EscalationError, acknowledge, resolve
@@ -70,6 +70,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return res.token, load_session(s, res.token, now)
 
     result = await st.write(do)
+    st.session_cache.drop(old)  # rotated: the old cookie is dead at once
     if result is True:
         return json_error(429, policy.locked_message)
     if not isinstance(result, tuple):
@@ -83,7 +84,9 @@ async def login(request: web.Request) -> web.StreamResponse:
 @api
 async def logout(request: web.Request) -> web.StreamResponse:
     token = request.cookies.get(COOKIE, "")
+    state(request).session_cache.drop(token)
     await state(request).write(lambda s: end_session(s, token))
+    state(request).session_cache.drop(token)
     resp = json_response({"ok": True})
     resp.del_cookie(COOKIE, path="/")
     return resp
@@ -202,7 +205,7 @@ async def elder_get(request: web.Request) -> web.StreamResponse:
     st, p, eid = state(request), principal(request), _id(request)
 
     def do(s: Session) -> dict[str, Any] | None:
-        e = scoped_elder(s, p, eid)
+        e = scoped_elder(s, p, eid, *ELDER_PAGE_LOAD)
         if e is None:
             return None
         prof = e.profile.as_dict() if e.profile else {}

@@ -12,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -88,20 +91,72 @@ def end_session(session: Session, token: str) -> None:
 
 
 def load_session(session: Session, token: str, now: datetime) -> LiveSession | None:
+    return load_session_expiry(session, token, now)[0]
+
+
+def load_session_expiry(session: Session, token: str, now: datetime) -> tuple[LiveSession | None, datetime | None]:
+    """The live session and when it expires (one query, columns only)."""
     row = session.execute(
-        select(ConsoleSession, Staff, Region)
+        select(ConsoleSession.csrf_token, ConsoleSession.expires_at, Staff.id, Staff.name, Staff.role, Region.id,
+               Region.path, Region.name)
         .join(Staff, Staff.id == ConsoleSession.staff_id)
         .join(Region, Region.id == Staff.region_id)
         .where(ConsoleSession.id_hash == _digest(token), ConsoleSession.expires_at > now, Staff.active.is_(True))
     ).first()
     if row is None:
-        return None
-    cs, staff, region = row
+        return None, None
+    csrf, expires_at, staff_id, name, role, region_id, region_path, region_name = row
     return LiveSession(
-        Principal(staff_id=staff.id, name=staff.name, role=staff.role, region_id=region.id,
-                  region_path=region.path, region_name=region.name),
-        cs.csrf_token,
-    )
+        Principal(staff_id=staff_id, name=name, role=role, region_id=region_id, region_path=region_path,
+                  region_name=region_name),
+        csrf,
+    ), expires_at
+
+
+class SessionCache:
+    """Live sessions remembered for ``ttl_s`` seconds in this process (keyed by the token's digest).
+
+    Only found sessions are kept (a new login is never hidden by an earlier miss). ``drop`` on
+    logout and on login rotation; a session ended by another process is seen after ``ttl_s``.
+    """
+
+    def __init__(self, ttl_s: float, *, clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000):
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._items: dict[str, tuple[LiveSession, datetime, float]] = {}
+
+    def get(self, token: str, now: datetime) -> LiveSession | None:
+        if self.ttl_s <= 0:
+            return None
+        key = _digest(token)
+        item = self._items.get(key)
+        if item is None:
+            return None
+        live, expires_at, until = item
+        if self._clock() >= until or now >= expires_at:
+            with self._lock:
+                self._items.pop(key, None)
+            return None
+        return live
+
+    def put(self, token: str, live: LiveSession, expires_at: datetime) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            if len(self._items) >= self._max:
+                self._items.clear()
+            self._items[_digest(token)] = (live, expires_at, self._clock() + self.ttl_s)
+
+    def drop(self, token: str | None) -> None:
+        if token:
+            with self._lock:
+                self._items.pop(_digest(token), None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
 
 @dataclass(frozen=True)

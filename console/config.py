@@ -26,3 +26,8 @@ class ConsoleConfig:
     login_lockout_minutes: int = 15
     # Consent withdrawn in the console: personal data erased this many days later.
     consent_deletion_days: int = 30
+    # A live session (cookie -> staff) is remembered in the process this many seconds, saving a
+    # database look-up per request. Logout and login rotation in this process drop it at once; a
+    # session ended elsewhere (another worker, ``tanfang staff disable``) stops working within
+    # this time. 0 turns the cache off.
+    session_cache_seconds: float = 5.0

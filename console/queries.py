@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, joinedload
 
 from console.scope import Principal, elder_scope, scope_clause
 from storage.crypto import Vault
@@ -128,7 +128,7 @@ def search_elders(session: Session, principal: Principal, vault: Vault, q: str, 
     q = q.strip()
     conds: list[Any] = [elder_scope(principal)]
     if not q:
-        stmt = select(Elder).where(*conds).order_by(Elder.name, Elder.id).limit(limit)
+        stmt = select(Elder).where(*conds).order_by(Elder.name, Elder.id).limit(limit).options(joinedload(Elder.region))
         return list(session.scalars(stmt))
     alts: list[Any] = [Elder.name.contains(q, autoescape=True)]
     if _ID_LIKE.match(q):
@@ -141,7 +141,8 @@ def search_elders(session: Session, principal: Principal, vault: Vault, q: str, 
         if phone is not None:
             h = vault.blind_index(phone.number)
             alts.append(Elder.id.in_(select(ElderPhone.elder_id).where(ElderPhone.number_hash == h)))
-    stmt = select(Elder).where(*conds, or_(*alts)).order_by(Elder.name, Elder.id).limit(limit)
+    stmt = (select(Elder).where(*conds, or_(*alts)).order_by(Elder.name, Elder.id).limit(limit)
+            .options(joinedload(Elder.region)))  # the list shows the village: no query per elder
     return list(session.scalars(stmt))
 
 
@@ -159,27 +160,34 @@ class TimelineEntry:
 
 
 def timeline(session: Session, elder_id: int, limit: int = 40) -> list[TimelineEntry]:
-    """Calls, visits and escalations of one elder, newest first."""
+    """Calls, visits and escalations of one elder, newest first (only the columns shown are read:
+    no transcripts or dialog results are loaded for a list)."""
     out: list[TimelineEntry] = []
-    for c in session.scalars(select(CallAttempt).where(CallAttempt.elder_id == elder_id)
-                             .order_by(CallAttempt.started_at.desc()).limit(limit)):
-        label = c.outcome.label if c.outcome else (c.result or "进行中")
-        out.append(TimelineEntry(c.started_at, "call", f"{'电话' if c.channel == 'phone' else '微信'}探访：{label}",
-                                 f"对方 {c.target_masked or ''}".strip(), None))
+    for started_at, outcome, result, channel, target_masked in session.execute(
+            select(CallAttempt.started_at, CallAttempt.outcome, CallAttempt.result, CallAttempt.channel,
+                   CallAttempt.target_masked)
+            .where(CallAttempt.elder_id == elder_id).order_by(CallAttempt.started_at.desc()).limit(limit)):
+        label = outcome.label if outcome else (result or "进行中")
+        out.append(TimelineEntry(started_at, "call", f"{'电话' if channel == 'phone' else '微信'}探访：{label}",
+                                 f"对方 {target_masked or ''}".strip(), None))
     staff_alias = aliased(Staff)
-    for v, who in session.execute(select(Visit, staff_alias.name).outerjoin(staff_alias, staff_alias.id == Visit.staff_id)
-                                  .where(Visit.elder_id == elder_id).order_by(Visit.visited_at.desc()).limit(limit)):
-        out.append(TimelineEntry(v.visited_at, "visit", f"{v.kind.label}（{who or '未知'}）", v.notes or "", None))
-    for e in session.scalars(select(Escalation).where(Escalation.elder_id == elder_id)
-                             .order_by(Escalation.created_at.desc()).limit(limit)):
-        out.append(TimelineEntry(e.created_at, "escalation", f"{e.severity.label}事项：{e.reason}",
-                                 e.status.label, f"/escalations/{e.id}"))
-    for ci in session.scalars(select(CheckIn).where(CheckIn.elder_id == elder_id, CheckIn.completed_at.is_not(None),
-                                                    CheckIn.kind != "emergency_contact")
-                              .order_by(CheckIn.completed_at.desc()).limit(limit)):
-        if ci.completed_at is not None:
-            out.append(TimelineEntry(ci.completed_at, "checkin", f"远程探访完成：{ci.outcome.label if ci.outcome else ''}",
-                                     "、".join(ci.reasons or []), None))
+    for visited_at, kind, notes, who in session.execute(
+            select(Visit.visited_at, Visit.kind, Visit.notes, staff_alias.name)
+            .outerjoin(staff_alias, staff_alias.id == Visit.staff_id)
+            .where(Visit.elder_id == elder_id).order_by(Visit.visited_at.desc()).limit(limit)):
+        out.append(TimelineEntry(visited_at, "visit", f"{kind.label}（{who or '未知'}）", notes or "", None))
+    for eid, created_at, severity, reason, status in session.execute(
+            select(Escalation.id, Escalation.created_at, Escalation.severity, Escalation.reason, Escalation.status)
+            .where(Escalation.elder_id == elder_id).order_by(Escalation.created_at.desc()).limit(limit)):
+        out.append(TimelineEntry(created_at, "escalation", f"{severity.label}事项：{reason}",
+                                 status.label, f"/escalations/{eid}"))
+    for completed_at, ci_outcome, reasons in session.execute(
+            select(CheckIn.completed_at, CheckIn.outcome, CheckIn.reasons)
+            .where(CheckIn.elder_id == elder_id, CheckIn.completed_at.is_not(None), CheckIn.kind != "emergency_contact")
+            .order_by(CheckIn.completed_at.desc()).limit(limit)):
+        if completed_at is not None:
+            out.append(TimelineEntry(completed_at, "checkin", f"远程探访完成：{ci_outcome.label if ci_outcome else ''}",
+                                     "、".join(reasons or []), None))
     out.sort(key=lambda t: t.at, reverse=True)
     return out[:limit]
 

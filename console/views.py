@@ -66,6 +66,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     policy = login_policy(request)
     result = await st.write(lambda s: login(s, username, password, now, remote_addr=remote(request),
                                             hours=st.config.session_hours, old_token=old, policy=policy))
+    st.session_cache.drop(old)  # rotated: the old cookie is dead at once
     token = result.token
     if token is None:
         fresh = new_token()
@@ -84,7 +85,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 @page
 async def logout(request: web.Request) -> web.StreamResponse:
     token = request.cookies.get(COOKIE, "")
+    state(request).session_cache.drop(token)
     await state(request).write(lambda s: end_session(s, token))
+    state(request).session_cache.drop(token)
     resp = web.HTTPSeeOther("/login")
     resp.del_cookie(COOKIE, path="/")
     raise resp
@@ -198,10 +201,10 @@ async def elder_search(request: web.Request) -> web.StreamResponse:
 
 
 def _elder_context(s: Session, request: web.Request, elder_id: int) -> dict[str, Any]:
-    from console.scope import scoped_elder
+    from console.scope import ELDER_PAGE_LOAD, scoped_elder
 
     me = principal(request)
-    elder = scoped_elder(s, me, elder_id)
+    elder = scoped_elder(s, me, elder_id, *ELDER_PAGE_LOAD)
     if elder is None:
         raise web.HTTPNotFound(text="没有找到这位老人（或不在您的管辖范围）")
     return {

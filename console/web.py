@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -17,7 +17,7 @@ from aiohttp import web
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from console.auth import COOKIE, SECURITY_HEADERS, LiveSession, csrf_ok, load_session
+from console.auth import COOKIE, SECURITY_HEADERS, LiveSession, SessionCache, csrf_ok, load_session_expiry
 from console.config import ConsoleConfig
 from console.scope import Principal
 from storage.crypto import Vault
@@ -32,6 +32,10 @@ class ConsoleState:
     vault: Vault
     now: Callable[[], datetime]
     config: ConsoleConfig
+    session_cache: SessionCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.session_cache = SessionCache(self.config.session_cache_seconds)
 
     @property
     def engine(self) -> Engine:
@@ -87,7 +91,13 @@ async def current_session(request: web.Request) -> LiveSession | None:
         return None
     st = state(request)
     now = st.now()
-    return await st.read(lambda s: load_session(s, token, now))
+    live = st.session_cache.get(token, now)
+    if live is not None:
+        return live
+    live, expires_at = await st.read(lambda s: load_session_expiry(s, token, now))
+    if live is not None and expires_at is not None:
+        st.session_cache.put(token, live, expires_at)
+    return live
 
 
 def page(handler: Handler) -> Handler:
@@ -182,8 +192,9 @@ def setup_templates(app: web.Application, tz: str) -> None:
     def local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
         return value.astimezone(zone).strftime(fmt) if value else ""
 
+    # Templates ship with the code: compiled once per process, never re-checked on disk per request.
     env = aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("console", "templates"), app_key=JINJA,
-                               autoescape=jinja2.select_autoescape(default=True))
+                               autoescape=jinja2.select_autoescape(default=True), auto_reload=False)
     env.filters["local"] = local
     env.filters["event_label"] = lambda kind: EVENT_LABELS.get(kind, kind)
     env.filters["actor_label"] = actor_label
