@@ -19,7 +19,7 @@ from console.auth import COOKIE, end_session, load_session
 from console.auth import login as auth_login
 from console.openapi import OPENAPI
 from console.pages import build_report, run_ledger_import
-from console.scope import ELDER_PAGE_LOAD, Principal, scoped_elder
+from console.scope import Principal, scoped_elder
 from console.views import SHANGHAI, login_policy, set_session_cookie
 from console.web import api, json_error, json_response, principal, remote, state
 from scheduler.escalations import EscalationError, acknowledge, resolve
@@ -205,7 +205,7 @@ async def elder_get(request: web.Request) -> web.StreamResponse:
     st, p, eid = state(request), principal(request), _id(request)
 
     def do(s: Session) -> dict[str, Any] | None:
-        e = scoped_elder(s, p, eid, *ELDER_PAGE_LOAD)
+        e = scoped_elder(s, p, eid)
         if e is None:
             return None
         prof = e.profile.as_dict() if e.profile else {}

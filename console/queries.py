@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session, aliased, joinedload
+from sqlalchemy.orm import Session, aliased
 
 from console.scope import Principal, elder_scope, scope_clause
 from storage.crypto import Vault
@@ -128,7 +128,7 @@ def search_elders(session: Session, principal: Principal, vault: Vault, q: str, 
     q = q.strip()
     conds: list[Any] = [elder_scope(principal)]
     if not q:
-        stmt = select(Elder).where(*conds).order_by(Elder.name, Elder.id).limit(limit).options(joinedload(Elder.region))
+        stmt = select(Elder).where(*conds).order_by(Elder.name, Elder.id).limit(limit)
         return list(session.scalars(stmt))
     alts: list[Any] = [Elder.name.contains(q, autoescape=True)]
     if _ID_LIKE.match(q):
@@ -141,8 +141,7 @@ def search_elders(session: Session, principal: Principal, vault: Vault, q: str, 
         if phone is not None:
             h = vault.blind_index(phone.number)
             alts.append(Elder.id.in_(select(ElderPhone.elder_id).where(ElderPhone.number_hash == h)))
-    stmt = (select(Elder).where(*conds, or_(*alts)).order_by(Elder.name, Elder.id).limit(limit)
-            .options(joinedload(Elder.region)))  # the list shows the village: no query per elder
+    stmt = select(Elder).where(*conds, or_(*alts)).order_by(Elder.name, Elder.id).limit(limit)
     return list(session.scalars(stmt))
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select, true
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session
 
 from storage.enums import StaffRole
 from storage.models.elder import Elder
@@ -68,15 +68,9 @@ def elder_scope(principal: Principal) -> ColumnElement[bool]:
     return Elder.region_id.in_(select(Region.id).where(scope_clause(principal, Region.path)))
 
 
-def scoped_elder(session: Session, principal: Principal, elder_id: int, *options: Any) -> Elder | None:
-    """The elder if it exists AND is in scope; otherwise None (callers answer 404 either way).
-    ``options``: loader options (e.g. ``ELDER_PAGE_LOAD``) for what the caller will show."""
-    return session.scalar(select(Elder).where(Elder.id == elder_id, elder_scope(principal)).options(*options))
-
-
-# What a profile page shows, loaded with the elder (one joined query + one for the phones) instead
-# of a lazy query each.
-ELDER_PAGE_LOAD = (joinedload(Elder.region), joinedload(Elder.profile), selectinload(Elder.phones))
+def scoped_elder(session: Session, principal: Principal, elder_id: int) -> Elder | None:
+    """The elder if it exists AND is in scope; otherwise None (callers answer 404 either way)."""
+    return session.scalar(select(Elder).where(Elder.id == elder_id, elder_scope(principal)))
 
 
 def scoped_region(session: Session, principal: Principal, code: str | None) -> Region | None:

@@ -201,10 +201,10 @@ async def elder_search(request: web.Request) -> web.StreamResponse:
 
 
 def _elder_context(s: Session, request: web.Request, elder_id: int) -> dict[str, Any]:
-    from console.scope import ELDER_PAGE_LOAD, scoped_elder
+    from console.scope import scoped_elder
 
     me = principal(request)
-    elder = scoped_elder(s, me, elder_id, *ELDER_PAGE_LOAD)
+    elder = scoped_elder(s, me, elder_id)
     if elder is None:
         raise web.HTTPNotFound(text="没有找到这位老人（或不在您的管辖范围）")
     return {
