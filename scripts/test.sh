@@ -10,7 +10,7 @@ mkdir -p artifacts
 failed=()
 .venv/bin/ruff check . || failed+=(ruff)
 .venv/bin/mypy || failed+=(mypy)
-.venv/bin/pytest -p no:cacheprovider -ra -o log_file=artifacts/test-run.log -o log_file_level=DEBUG "$@"
+.venv/bin/pytest -p no:cacheprovider -ra --durations=25 -o log_file=artifacts/test-run.log -o log_file_level=DEBUG "$@"
 rc=$?
 # pytest's 5 means "no tests collected": that is a failure for us, not a pass.
 ((rc != 0)) && failed+=("pytest (exit $rc)")
