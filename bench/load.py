@@ -259,10 +259,12 @@ def main() -> int:
         if not _wait_workers(server.pid, port, args.workers):
             print("not all request workers started:", (tmp / "serve.err").read_text()[-2000:])
             return 1
-        from sqlalchemy import create_engine, text
+        from sqlalchemy import text
+
+        from storage.db import make_engine
 
         url = args.db_url or f"sqlite:///{tmp / 'tanfang.db'}"
-        with create_engine(url).connect() as c:
+        with make_engine(url).connect() as c:
             elder_ids = [r[0] for r in c.execute(text("SELECT id FROM elders ORDER BY id"))]
         print(f"load: {args.rate} requests/s for {args.seconds} s (+{args.warmup} s warm-up) against tanfang serve "
               f"--workers {args.workers} ({'PostgreSQL' if args.db_url and args.db_url.startswith('postgres') else 'SQLite'}), "
