@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 from storage.masking import MaskingFilter
 from tanfang.settings import Settings
@@ -16,6 +17,21 @@ class _ActionDefault(logging.Filter):
         return True
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
+    """Writes to whatever ``sys.stderr`` is now (it may be replaced after set-up, e.g. by a test runner)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:  # type: ignore[override,unused-ignore]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s action=%(action)s %(message)s"
 
 
@@ -23,7 +39,7 @@ def setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     if getattr(root, "_tanfang_configured", False):
         return
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [_Stderr()]
     if settings.log_file:
         settings.log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(settings.log_file, encoding="utf-8"))
