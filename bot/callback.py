@@ -70,7 +70,7 @@ class CallbackService:
     recognizer: VoiceRecognizer | None = None
     fallback: CustomerServiceSender | None = None
     intent_parser: IntentParser | None = None  # parses elders' replies in a thread (Rasa may block)
-    handler_runs: int = 0  # how often flows.handle ran (retries must not add to it)
+    handler_runs: int = 0  # messages handled and committed (WeChat's retries must not add to it)
     _inflight: dict[str, _InFlight] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _runs_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -171,6 +171,9 @@ class CallbackService:
             if done is None:  # another process owns this message: its reply, once stored
                 reply_xml = await wait_for_reply(self.store, key, deadline + 1.0)
             else:
+                # counted once committed: an attempt rolled back by a conflict and retried left no trace
+                with self._runs_lock:
+                    self.handler_runs += 1
                 text, reply_xml = done
         except Exception:
             # nothing was committed (one transaction), so WeChat's retry is handled afresh
@@ -188,8 +191,6 @@ class CallbackService:
         None: the key exists (another delivery owns it); raising rolls back this message only."""
         if not self.store.claim_in(session, key):
             raise _Duplicate
-        with self._runs_lock:
-            self.handler_runs += 1
         text = self.flows.handle(session, inbound, self.now()) or ""
         reply_xml = create_reply(text, message=msg, render=True) if text else ""
         self.store.complete_in(session, key, reply_xml)
