@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,7 +24,7 @@ from console.auth import (
 from console.web import page, principal, remote, render, state
 from scheduler.escalations import EscalationError, acknowledge, resolve
 from storage.enums import ConsentStatus, EscalationStatus, Severity, VisitKind
-from storage.models.escalation import ResolutionKind
+from storage.models.escalation import Escalation, ResolutionKind
 from storage.models.staff import Staff
 
 
@@ -142,11 +143,10 @@ async def escalation_detail(request: web.Request) -> web.StreamResponse:
     return render(request, "escalation.html", ctx | {"error": request.query.get("error")})
 
 
-@page
-async def escalation_ack(request: web.Request) -> web.StreamResponse:
-    eid = _int(request.match_info["id"], 0)
+async def _act_on_escalation(request: web.Request, eid: int,
+                             act: Callable[[Session, Escalation, Staff], object]) -> str | None:
+    """Run a staff action on an escalation in scope (404 otherwise); the Chinese error, if refused."""
     st, me = state(request), principal(request)
-    now = st.now()
 
     def do(s: Session) -> str | None:
         esc = queries.scoped_escalation(s, me, eid)
@@ -155,12 +155,19 @@ async def escalation_ack(request: web.Request) -> web.StreamResponse:
         staff = s.get(Staff, me.staff_id)
         assert staff is not None
         try:
-            acknowledge(s, esc, staff, now)
+            act(s, esc, staff)
         except EscalationError as exc:
             return str(exc)
         return None
 
-    err = await st.write(do)
+    return await st.write(do)
+
+
+@page
+async def escalation_ack(request: web.Request) -> web.StreamResponse:
+    eid = _int(request.match_info["id"], 0)
+    now = state(request).now()
+    err = await _act_on_escalation(request, eid, lambda s, esc, staff: acknowledge(s, esc, staff, now))
     raise web.HTTPSeeOther(f"/escalations/{eid}" + (f"?error={err}" if err else ""))
 
 
@@ -170,22 +177,11 @@ async def escalation_resolve(request: web.Request) -> web.StreamResponse:
     eid = _int(request.match_info["id"], 0)
     form = await request.post()
     note = str(form.get("note") or "")
-    st, me = state(request), principal(request)
+    st = state(request)
     now = st.now()
-
-    def do(s: Session) -> str | None:
-        esc = queries.scoped_escalation(s, me, eid)
-        if esc is None:
-            raise web.HTTPNotFound(text="没有找到这条事项（或不在您的管辖范围）")
-        staff = s.get(Staff, me.staff_id)
-        assert staff is not None
-        try:
-            resolve(s, esc, staff, now, ResolutionKind.REFERRAL, note=note)
-        except EscalationError as exc:
-            return str(exc)
-        return None
-
-    err = await st.write(do)
+    err = await _act_on_escalation(
+        request, eid, lambda s, esc, staff: resolve(s, esc, staff, now, ResolutionKind.REFERRAL, note=note)
+    )
     if err:
         ctx = await st.read(lambda s: _escalation_context(s, request, eid))
         return render(request, "escalation.html", ctx | {"error": err}, status=400)
