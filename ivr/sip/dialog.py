@@ -34,6 +34,8 @@ class Dialog:
         remote_to = response.headers.get_first("to") or ""
         contact = response.headers.get_first("contact")
         target = uri_of(contact) if contact else invite.uri
+        if not _usable(target):
+            target = invite.uri  # no host or a bad port: BYE would have nowhere to go
         routes = list(reversed(response.headers.get("record-route")))
         seq = invite.cseq.seq if invite.cseq else 1
         return cls(
@@ -96,5 +98,14 @@ class Dialog:
     def refresh_target(self, request: SipRequest) -> None:
         """A re-INVITE from the far end may move its Contact (target refresh, §12.2.2)."""
         contact = request.headers.get_first("contact")
-        if contact:
+        if contact and _usable(uri_of(contact)):
             self.remote_target = uri_of(contact)
+
+
+def _usable(uri: str) -> bool:
+    """A remote target we can send to (an unusable Contact is ignored, not adopted)."""
+    try:
+        address_of(uri)
+    except (ValueError, IndexError):
+        return False
+    return True

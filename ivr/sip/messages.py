@@ -68,7 +68,10 @@ def address_of(uri: str) -> tuple[str, int]:
     if not parsed.host:
         raise ValueError(f"SIP URI without host: {uri!r}")
     host = parsed.host.strip("[]")
-    return host, parsed.port or 5060
+    port = parsed.port or 5060
+    if not 0 < port < 65536:
+        raise ValueError(f"SIP URI with port out of range: {uri!r}")
+    return host, port
 
 
 def tag_of(header_value: str | None) -> str | None:

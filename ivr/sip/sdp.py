@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from aiosipua.sdp import (
@@ -63,6 +64,13 @@ def parse_remote(body: bytes, *, offered: tuple[int, ...] = (0, 8)) -> RemoteMed
     addr = sdp.rtp_address
     if audio is None or addr is None or audio.port == 0:
         raise SdpError("SDP has no usable audio stream")
+    if not 0 < audio.port < 65536:
+        raise SdpError(f"audio port {audio.port} out of range")
+    try:
+        ipaddress.ip_address(addr[0])
+    except ValueError:
+        # a host name would be resolved by the socket, blocking the event loop for every 20 ms frame
+        raise SdpError(f"audio address {addr[0]!r} is not an IP address") from None
     chosen: int | None = None
     for fmt in audio.formats:
         if fmt.isdigit() and int(fmt) in offered:

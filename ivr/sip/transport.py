@@ -38,6 +38,13 @@ class SipTransportError(Exception):
     """A message could not be sent (connection refused, reset, socket closed)."""
 
 
+def check_destination(addr: tuple[str, int]) -> None:
+    """Raise :class:`SipTransportError` unless ``addr`` is a host and a port 1–65535."""
+    host, port = addr
+    if not isinstance(host, str) or not host or not isinstance(port, int) or not 0 < port < 65536:
+        raise SipTransportError(f"invalid destination {host!r}:{port!r}")
+
+
 class SipTransport:
     """One listening socket (UDP) or server plus outgoing connections (TCP)."""
 
@@ -79,7 +86,13 @@ class SipTransport:
             logger.exception("SIP message handler failed", extra={"action": "sip_handler_error"})
 
     async def send(self, msg: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
-        """Send to ``addr``; for TCP open (or reuse) a connection first."""
+        """Send to ``addr``; for TCP open (or reuse) a connection first.
+
+        The address is checked first: asyncio's datagram transport treats anything but an
+        ``OSError`` from ``sendto`` (a port outside 0–65535 raises ``OverflowError``) as fatal and
+        closes the socket, so one forged Via or Contact port would leave the UA deaf.
+        """
+        check_destination(addr)
         try:
             if self._udp is not None:
                 self._udp.send(msg, addr)
@@ -89,7 +102,7 @@ class SipTransport:
             if addr not in self._tcp._connections:
                 await self._connect(addr)
             self._tcp.send(msg, addr)
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, ValueError) as exc:
             raise SipTransportError(f"cannot send to {addr[0]}:{addr[1]} over {self.kind}: {exc}") from exc
 
     async def _connect(self, addr: tuple[str, int]) -> None:

@@ -233,7 +233,7 @@ class UserAgent:
             return
         if method == "OPTIONS":
             resp = self.options_response(req)
-        elif method == "CANCEL" or tag_of(req.headers.get_first("to")):
+        elif method in ("CANCEL", "BYE") or tag_of(req.headers.get_first("to")):  # BYE matches no dialog (§15.1.2)
             resp = make_response(req, 481, "Call/Transaction Does Not Exist")
         elif method == "INVITE":
             resp = make_response(req, 480, "Temporarily Unavailable", to_tag=new_tag())  # we only call out

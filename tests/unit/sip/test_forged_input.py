@@ -1,0 +1,97 @@
+"""Forged or broken values inside well-formed SIP messages (bugs found by tests/security/test_sip_call_fuzz.py).
+
+Each test stages one message against a live UA over a real UDP socket (no mocks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ivr.sip import CallState, SipConfig, UserAgent
+from ivr.sip.sdp import SdpError, build_sdp, parse_remote
+from tests.unit.sip.fake_peer import SDP, FakePeer
+from tests.unit.sip.test_state_machines import FAST, answer, in_dialog_request
+
+
+@pytest.fixture
+async def ua():
+    agent = UserAgent(SipConfig(local_host="127.0.0.1", **FAST))
+    await agent.start()
+    yield agent
+    await agent.stop()
+
+
+@pytest.fixture
+async def peer():
+    p = await FakePeer.open()
+    yield p
+    p.close()
+
+
+def _options(agent: UserAgent, via_port: int, call_id: str) -> bytes:
+    return (f"OPTIONS sip:ivr@127.0.0.1:{agent.port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{via_port};branch=z9hG4bK{call_id}\r\n"
+            f"From: <sip:f@x>;tag=1\r\nTo: <sip:ivr@x>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+async def test_reply_to_a_via_port_out_of_range_keeps_the_socket_open(ua: UserAgent, peer: FakePeer) -> None:
+    """asyncio closes a datagram socket when sendto raises anything but OSError (port 99999: OverflowError)."""
+    assert peer.transport is not None
+    peer.transport.sendto(_options(ua, 99999, "bad-port"), ("127.0.0.1", ua.port))
+    await asyncio.sleep(0.1)
+    peer.transport.sendto(_options(ua, peer.port, "good"), ("127.0.0.1", ua.port))
+    ok, _ = await peer.expect(status=200)
+    assert ok.call_id == "good"
+
+
+@pytest.mark.parametrize("sdp", [
+    SDP.format(port=99999),
+    SDP.format(port=-5),
+    SDP.format(port=40010).replace("c=IN IP4 127.0.0.1", "c=IN IP4 media.invalid"),
+])
+async def test_reinvite_with_unusable_media_address_is_refused(ua: UserAgent, peer: FakePeer, sdp: str) -> None:
+    call, invite, _ = await answer(ua, peer)
+    before = call.media.remote
+    peer.send(in_dialog_request(peer, invite, "INVITE", 2, ua, body=sdp), ("127.0.0.1", ua.port))
+    await peer.expect(status=488)
+    assert call.media.remote == before and call.state is CallState.ANSWERED
+
+
+def test_parse_remote_names_the_bad_port_or_address() -> None:
+    ours = build_sdp("127.0.0.1", 20000, 1, 1)
+    with pytest.raises(SdpError, match="port 70000"):
+        parse_remote(ours.replace(b"m=audio 20000", b"m=audio 70000"))
+    with pytest.raises(SdpError, match="not an IP address"):
+        parse_remote(ours.replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 example.invalid"))
+
+
+@pytest.mark.parametrize("contact", ["<sip:>", "<sip:elder@127.0.0.1:99999>"])
+async def test_reinvite_with_unusable_contact_keeps_the_remote_target(ua: UserAgent, peer: FakePeer,
+                                                                       contact: str) -> None:
+    call, invite, _ = await answer(ua, peer)
+    reinvite = in_dialog_request(peer, invite, "INVITE", 2, ua)
+    reinvite.headers.set_single("Contact", contact)
+    peer.send(reinvite, ("127.0.0.1", ua.port))
+    await peer.expect(status=200)
+    assert call.dialog is not None and call.dialog.remote_target == f"sip:elder@127.0.0.1:{peer.port}"
+    await call.hangup()  # raised ValueError ("SIP URI without host") or lost the BYE
+    await peer.expect("BYE")
+
+
+async def test_2xx_with_unusable_contact_is_acked_at_the_request_uri(ua: UserAgent, peer: FakePeer) -> None:
+    call, _, _ = await answer(ua, peer, contact="<sip:elder@127.0.0.1:99999>")
+    await peer.expect("ACK")
+    assert call.state is CallState.ANSWERED
+
+
+async def test_bye_matching_no_dialog_gets_481_even_without_to_tag(ua: UserAgent, peer: FakePeer) -> None:
+    call, invite, _ = await answer(ua, peer)
+    bye = in_dialog_request(peer, invite, "BYE", 2, ua)
+    bye.headers.set_single("To", f"<sip:ivr@127.0.0.1:{ua.port}>")  # no tag: not our dialog
+    peer.send(bye, ("127.0.0.1", ua.port))
+    resp, _ = await peer.expect(status=481)
+    assert resp.cseq is not None and resp.cseq.method == "BYE"
+    assert call.state is CallState.ANSWERED and not call.hung_up.is_set()
