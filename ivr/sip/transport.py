@@ -18,6 +18,37 @@ from ivr.sip.config import TransportKind
 
 logger = logging.getLogger(__name__)
 
+
+class _UnparsableFilter(logging.Filter):
+    """aiosipua logs a WARNING with a full traceback for every datagram it cannot parse, so a junk
+    flood would become a log flood. Keep the first line of such a warning, without the traceback,
+    at most once per ``every_s`` and say how many were left out."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last = -every_s
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Failed to parse SIP message"):
+            return True
+        record.exc_info = None
+        record.exc_text = None
+        now = record.created
+        if now - self._last < self.every_s:
+            self.suppressed += 1
+            return False
+        self._last = now
+        if self.suppressed:
+            record.msg = f"{record.msg} ({self.suppressed} more since the last report)"
+            self.suppressed = 0
+        return True
+
+
+unparsable_filter = _UnparsableFilter()
+logging.getLogger("aiosipua.transport").addFilter(unparsable_filter)
+
 Handler = Callable[[SipRequest | SipResponse, tuple[str, int]], None]
 
 

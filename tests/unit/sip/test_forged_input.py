@@ -6,11 +6,13 @@ Each test stages one message against a live UA over a real UDP socket (no mocks)
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
 from ivr.sip import CallState, SipConfig, UserAgent
 from ivr.sip.sdp import SdpError, build_sdp, parse_remote
+from ivr.sip.transport import unparsable_filter
 from tests.unit.sip.fake_peer import SDP, FakePeer
 from tests.unit.sip.test_state_machines import FAST, answer, in_dialog_request
 
@@ -95,3 +97,20 @@ async def test_bye_matching_no_dialog_gets_481_even_without_to_tag(ua: UserAgent
     resp, _ = await peer.expect(status=481)
     assert resp.cseq is not None and resp.cseq.method == "BYE"
     assert call.state is CallState.ANSWERED and not call.hung_up.is_set()
+
+
+async def test_junk_flood_is_not_a_traceback_flood(ua: UserAgent, peer: FakePeer,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """aiosipua logs a WARNING with a traceback per unparsable datagram; we keep at most one line a minute."""
+    assert peer.transport is not None
+    caplog.set_level(logging.DEBUG, logger="aiosipua.transport")
+    before = unparsable_filter.suppressed
+    for i in range(30):
+        peer.transport.sendto(b"\x00junk %d\r\n\r\n" % i, ("127.0.0.1", ua.port))
+    peer.transport.sendto(_options(ua, peer.port, "after-junk"), ("127.0.0.1", ua.port))
+    ok, _ = await peer.expect(status=200)
+    assert ok.call_id == "after-junk"
+    records = [r for r in caplog.records if r.name == "aiosipua.transport"]
+    assert len(records) <= 1 and all(r.exc_info is None and r.exc_text is None for r in records)
+    # the 30 datagrams: one line (the counter restarts after it) or all counted as left out
+    assert unparsable_filter.suppressed == (29 if records else before + 30)
