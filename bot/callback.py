@@ -48,7 +48,7 @@ class CustomerServiceSender(Protocol):
 
 
 class _Duplicate(Exception):
-    """The dedup row exists: another delivery of this message owns it (rolls the transaction back)."""
+    """The dedup row exists: another delivery of this message was handled (rolls the transaction back)."""
 
 
 @dataclass
@@ -156,7 +156,7 @@ class CallbackService:
         text = ""
         try:
             inbound = await self._inbound(msg)
-            job = functools.partial(self._claim_handle_store, key=key, msg=msg, inbound=inbound)
+            job = functools.partial(self._handle_record, key=key, msg=msg, inbound=inbound)
             done: tuple[str, str] | None
             try:
                 done = await self.db.run(job)
@@ -186,14 +186,13 @@ class CallbackService:
         if entry.timed_out and text:
             await self._late_answer(key, str(msg.source), text)
 
-    def _claim_handle_store(self, session: Session, key: str, msg: BaseMessage, inbound: Inbound) -> tuple[str, str] | None:
-        """In the worker's transaction: claim the key, handle the message, store the reply.
-        None: the key exists (another delivery owns it); raising rolls back this message only."""
-        if not self.store.claim_in(session, key):
-            raise _Duplicate
+    def _handle_record(self, session: Session, key: str, msg: BaseMessage, inbound: Inbound) -> tuple[str, str]:
+        """In the worker's transaction: handle the message, then insert its dedup row with the reply.
+        Raises _Duplicate (rolling back this message's work) when the row exists already."""
         text = self.flows.handle(session, inbound, self.now()) or ""
         reply_xml = create_reply(text, message=msg, render=True) if text else ""
-        self.store.complete_in(session, key, reply_xml)
+        if not self.store.record_in(session, key, reply_xml):
+            raise _Duplicate
         return text, reply_xml
 
     async def _late_answer(self, key: str, openid: str, text: str) -> None:

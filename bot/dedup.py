@@ -1,9 +1,13 @@
 """Answer each WeChat message once, however often WeChat retries it.
 
 In one process a retry that arrives while the first delivery is still being handled awaits the
-same future. Across processes the first to insert the ``wechat_dedup`` row (primary key = the
-message key) owns the message; the others poll that row until the owner stores its reply. The
-reply is stored encrypted (it may mention an elder's health) and pruned after two days.
+same future. Across processes the ``wechat_dedup`` row (primary key = the message key) decides:
+the callback handles a message and inserts its row, with the reply, at the end of the same
+transaction (:meth:`DedupStore.record_in`); a delivery that finds the row already there rolls its
+whole transaction back and answers with the stored reply. On PostgreSQL a concurrent insert of
+the same key waits for the first transaction and then finds the row (the follower row, locked by
+the first statement of every message, already makes deliveries of one follower wait their turn).
+The reply is stored encrypted (it may mention an elder's health) and pruned after two days.
 """
 
 from __future__ import annotations
@@ -16,21 +20,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, String, Text, bindparam, delete, select, text
 from sqlalchemy.orm import Session
 
 from storage.crypto import Vault
+from storage.models.base import UTCDateTime
 from storage.models.wechat import WechatDedup
 
 log = logging.getLogger(__name__)
 
 KEEP = timedelta(days=2)
-_CLAIM = insert(WechatDedup).values(key=bindparam("key"), owner=bindparam("owner"), created_at=bindparam("now"))
-_COMPLETE = (
-    update(WechatDedup)
-    .where(WechatDedup.key == bindparam("k"))
-    .values(reply=bindparam("reply"), completed_at=bindparam("now"))
+# Handled and answered in one statement; no row inserted = the key existed (plain SQL, the same
+# on PostgreSQL and SQLite, compiled once: the dialects' on_conflict constructs have no cache key).
+_RECORD = text(
+    "INSERT INTO wechat_dedup (key, owner, created_at, completed_at, reply) "
+    "VALUES (:key, :owner, :now, :now, :reply) ON CONFLICT (key) DO NOTHING"
+).bindparams(
+    bindparam("key", type_=String()), bindparam("owner", type_=String()), bindparam("now", type_=UTCDateTime()),
+    bindparam("reply", type_=Text()),
 )
 
 
@@ -48,7 +55,7 @@ def write_session(engine: Engine) -> Iterator[Session]:
 
 
 class DedupStore:
-    """The database side: claim a key, store its reply, read another process's reply."""
+    """The database side: record a handled key with its reply, read another delivery's reply."""
 
     def __init__(self, engine: Engine, vault: Vault, owner: str, now: Callable[[], datetime]) -> None:
         self.engine = engine
@@ -56,22 +63,14 @@ class DedupStore:
         self.owner = owner
         self.now = now
 
-    def claim(self, key: str) -> bool:
-        """True when this process now owns ``key``; False when someone else inserted it first."""
-        with write_session(self.engine) as s:
-            return self.claim_in(s, key)
-
-    def claim_in(self, session: Session, key: str) -> bool:
-        """Insert the key's row in ``session``'s transaction (PostgreSQL: a concurrent insert of the
-        same key waits for ours to commit, then fails). False: it exists (roll back the session)."""
-        try:
-            session.connection().execute(_CLAIM, {"key": key, "owner": self.owner, "now": self.now()})
-        except IntegrityError:
-            return False
-        return True
-
-    def complete_in(self, session: Session, key: str, reply: str) -> None:
-        session.connection().execute(_COMPLETE, {"k": key, "reply": self._seal(reply), "now": self.now()})
+    def record_in(self, session: Session, key: str, reply: str) -> bool:
+        """Insert the key's row, completed with ``reply``, in ``session``'s transaction. False: the
+        key exists (another delivery was handled first; roll the session back). On PostgreSQL an
+        uncommitted insert of the same key elsewhere makes this wait for that transaction."""
+        result = session.connection().execute(
+            _RECORD, {"key": key, "owner": self.owner, "now": self.now(), "reply": self._seal(reply)}
+        )
+        return int(getattr(result, "rowcount", 0) or 0) == 1
 
     def store(self, session: Session, key: str, reply: str) -> None:
         row = session.get(WechatDedup, key)

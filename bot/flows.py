@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import String, bindparam, select, text, true
 from sqlalchemy.orm import Session
 
 from bot import bindings as b
@@ -22,6 +20,7 @@ from bot import texts as t
 from bot.ports import CallNotAllowed, CallRequester, CheckinEngine, CheckinRecorder, VisitRequester
 from storage.crypto import Vault
 from storage.enums import Outcome
+from storage.models.base import UTCDateTime
 from storage.models.checkin import CallAttempt, CheckIn
 from storage.models.elder import Contact, Elder, Profile
 from storage.models.staff import Staff
@@ -54,33 +53,57 @@ def family_command(text: str) -> str | None:
 
 
 # Hot-path statements, built once (executed with parameters on the session's connection).
-_ELDER_NAME = select(Elder.name).where(Elder.id == bindparam("elder_id"))
+# The status of an elder in one round trip: name, consent to share, last finished check-in and
+# last finished call (each ``LIMIT 1`` subquery joined on true; NULLs when there is none).
 _LAST_CHECKIN = (
     select(CheckIn.id, CheckIn.completed_at, CheckIn.outcome)
     .where(CheckIn.elder_id == bindparam("elder_id"), CheckIn.completed_at.is_not(None))
     .order_by(CheckIn.completed_at.desc(), CheckIn.id.desc())
     .limit(1)
+    .subquery("last_checkin")
 )
 _LAST_CALL = (
     select(CallAttempt.checkin_id, CallAttempt.channel, CallAttempt.ended_at, CallAttempt.outcome, CallAttempt.intents)
     .where(CallAttempt.elder_id == bindparam("elder_id"), CallAttempt.ended_at.is_not(None))
     .order_by(CallAttempt.ended_at.desc(), CallAttempt.id.desc())
     .limit(1)
+    .subquery("last_call")
 )
-_SHARED = select(Profile.health_details_shared_with_family).where(Profile.elder_id == bindparam("elder_id"))
-_CONV_EXISTS = select(WechatConversation.expires_at).where(WechatConversation.openid == bindparam("openid"))
-
-
-def _upsert(insert: Any) -> Any:
-    return (
-        insert(WechatFollower)
-        .values(openid=bindparam("openid"), subscribed=True, failed_code_attempts=0, last_inbound_at=bindparam("now"))
-        .on_conflict_do_update(index_elements=["openid"], set_={"last_inbound_at": bindparam("now")})
+_STATUS = (
+    select(
+        Elder.name,
+        Profile.health_details_shared_with_family.label("shared"),
+        _LAST_CHECKIN.c.id.label("checkin_id"),
+        _LAST_CHECKIN.c.completed_at,
+        _LAST_CHECKIN.c.outcome.label("checkin_outcome"),
+        _LAST_CALL.c.checkin_id.label("call_checkin_id"),
+        _LAST_CALL.c.channel,
+        _LAST_CALL.c.ended_at,
+        _LAST_CALL.c.outcome.label("call_outcome"),
+        _LAST_CALL.c.intents,
     )
+    .select_from(Elder)
+    .outerjoin(Profile, Profile.elder_id == Elder.id)
+    .outerjoin(_LAST_CHECKIN, true())
+    .outerjoin(_LAST_CALL, true())
+    .where(Elder.id == bindparam("elder_id"))
+)
+_ELDER_NAME = select(Elder.name).where(Elder.id == bindparam("elder_id"))
 
-
-_UPSERT_PG = _upsert(pg_insert)
-_UPSERT_SQLITE = _upsert(sqlite_insert)
+# Create the follower or set its last inbound time (the 48-hour window) and, in the same round
+# trip, whether it has a conversation (its expiry). Plain SQL valid on PostgreSQL and SQLite: the
+# dialects' ``insert().on_conflict_do_update()`` has no cache key, so SQLAlchemy would compile it
+# for every message.
+_TOUCH = (
+    text(
+        "INSERT INTO wechat_followers (openid, subscribed, failed_code_attempts, last_inbound_at) "
+        "VALUES (:openid, TRUE, 0, :now) "
+        "ON CONFLICT (openid) DO UPDATE SET last_inbound_at = excluded.last_inbound_at "
+        "RETURNING (SELECT c.expires_at FROM wechat_conversations c WHERE c.openid = :openid) AS conv_expires_at"
+    )
+    .bindparams(bindparam("openid", type_=String()), bindparam("now", type_=UTCDateTime()))
+    .columns(conv_expires_at=UTCDateTime())
+)
 
 
 @dataclass(frozen=True)
@@ -113,10 +136,10 @@ class Flows:
 
     # -- entry -----------------------------------------------------------------
     def handle(self, session: Session, msg: Inbound, now: datetime) -> str | None:
-        self._touch_follower(session, msg.openid, now)
+        conv_expires_at = self._touch_follower(session, msg.openid, now)
         if msg.kind == "event":
             return self._event(session, msg, now)
-        conv = self._conversation(session, msg.openid, now)
+        conv = self._conversation(session, msg.openid, now) if conv_expires_at is not None else None
         if msg.kind not in ("text", "voice"):
             return t.UNSUPPORTED
         text = (msg.text or "").strip()
@@ -307,23 +330,22 @@ class Flows:
 
     def status_text(self, session: Session, elder_id: int, now: datetime) -> str:
         """The last finished check-in in plain words; health details only with the elder's consent."""
-        conn = session.connection()
-        args = {"elder_id": elder_id}
-        name = conn.execute(_ELDER_NAME, args).scalar() or "老人"
-        last = conn.execute(_LAST_CHECKIN, args).first()
-        call = conn.execute(_LAST_CALL, args).first()
-        if (last is None or last.outcome is None) and (call is None or call.outcome is None):
+        row = session.connection().execute(_STATUS, {"elder_id": elder_id}).first()
+        if row is None:  # no such elder (deleted meanwhile)
+            return "老人：暂时还没有探访记录。"
+        name = row.name or "老人"
+        has_checkin = row.completed_at is not None and row.checkin_outcome is not None
+        if not has_checkin and row.call_outcome is None:
             return f"{name}：暂时还没有探访记录。"
-        if last is not None and last.completed_at is not None and last.outcome is not None:
-            when, outcome = last.completed_at, last.outcome
-            channel = "微信" if call is not None and call.checkin_id == last.id and call.channel == "wechat" else "电话"
+        if has_checkin:
+            when, outcome = row.completed_at, row.checkin_outcome
+            channel = "微信" if row.call_checkin_id == row.checkin_id and row.channel == "wechat" else "电话"
         else:
-            assert call is not None and call.outcome is not None and call.ended_at is not None
-            when, outcome, channel = call.ended_at, call.outcome, "微信" if call.channel == "wechat" else "电话"
+            assert row.ended_at is not None
+            when, outcome, channel = row.ended_at, row.call_outcome, "微信" if row.channel == "wechat" else "电话"
         lines = [f"{name} 最近一次探访：{t.local_time(when)}（{channel}）", f"结果：{t.OUTCOME_WORDS[Outcome(outcome)]}。"]
-        shared = bool(conn.execute(_SHARED, args).scalar())
-        details = [t.INTENT_WORDS[i] for i in ((call.intents or []) if call else []) if i in t.INTENT_WORDS]
-        if shared and details:
+        details = [t.INTENT_WORDS[i] for i in (row.intents or []) if i in t.INTENT_WORDS]
+        if row.shared and details:
             lines.append("老人在通话中" + "；".join(dict.fromkeys(details)) + "。")
         elif details or outcome in (Outcome.NEEDS_FOLLOWUP, Outcome.EMERGENCY):
             lines.append(f"具体情况请咨询工作人员（热线 {self.config.hotline}）。")
@@ -383,16 +405,13 @@ class Flows:
         return reply
 
     # -- state -------------------------------------------------------------------
-    def _touch_follower(self, session: Session, openid: str, now: datetime) -> None:
+    def _touch_follower(self, session: Session, openid: str, now: datetime) -> datetime | None:
         """Create the follower if new and set its last inbound time (the 48-hour window), in one
-        statement that also locks the row: one message per follower at a time."""
-        upsert = _UPSERT_PG if session.get_bind().dialect.name == "postgresql" else _UPSERT_SQLITE
-        session.connection().execute(upsert, {"openid": openid, "now": now})
+        statement that also locks the row: one message per follower at a time. Returns the
+        expiry of the follower's conversation (None: it has none)."""
+        return session.connection().execute(_TOUCH, {"openid": openid, "now": now}).scalar()
 
     def _conversation(self, session: Session, openid: str, now: datetime) -> WechatConversation | None:
-        exists = session.connection().execute(_CONV_EXISTS, {"openid": openid}).first()
-        if exists is None:
-            return None
         conv = session.get(WechatConversation, openid)
         if conv is not None and conv.expires_at <= now:
             session.delete(conv)
