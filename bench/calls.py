@@ -22,11 +22,17 @@ the identity prompt with a normalised cross-correlation > 0.95.
 
 Turn latency, from the runner's :class:`ivr.call.TurnTiming` (loop times, this process):
   * ``voice``: the elder's last voiced frame (as received) → the first RTP packet of the next prompt;
-  * ``decision``: the VAD's end-of-speech decision (last voiced frame + trailing silence, 700 ms, or
-    ``--quick-end-ms`` when the grammar answer is already complete) → the same first packet;
+  * ``decision``: the VAD's end-of-speech decision (last voiced frame + trailing silence: the quick
+    end's ``--quick-end-ms``, default ``RunnerConfig.quick_end_ms`` = 400 ms, when the grammar answer is
+    already complete, else the VAD's 700 ms) → the same first packet;
   * keypad: the key press (in-band detector) → the first packet.
 The first packet's time is taken at the send (a media sink in ``ivr.line.Line``), not when the runner
 decided to speak.
+
+``--pause-ms N``: the elder pauses N ms between the words of "네 좋아요" (a quick end may take "네"; then
+"좋아요" must continue that answer: neither a barge-in on the next prompt nor its answer). Printed:
+``continued`` answers (a continuation appended), ``revised`` (the continuation changed the decision),
+``stopped`` prompts (barge-in or key press).
 
 CPU: this process over the whole step (all threads; Vosk's pool threads also separately) / N, and
 in % of a core per concurrent call. Phones are other processes (printed beside; --peer-nice 10).
@@ -270,6 +276,9 @@ async def step(n: int, args: argparse.Namespace, runner: CallRunner, engine: Dia
         "key_p50": pct([t.from_decision_s * 1000 for t in digits], 50),
         "key_p95": pct([t.from_decision_s * 1000 for t in digits], 95), "digit_turns": len(digits),
         "barge": sum(1 for rep in reports for t in rep.transcript if t.get("skipped")),
+        "continued": sum(1 for rep in reports for t in rep.transcript if "parts" in t),
+        "revised": sum(1 for rep in reports for t in rep.transcript if t.get("revised")),
+        "stopped": sum(1 for rep in reports for t in rep.transcript if t.get("stopped")),
     }
 
 
@@ -282,7 +291,8 @@ def line(r: dict[str, Any], mode: str) -> str:
     if mode == "asr":
         s += (f" | turn voice→pkt p50/p95 {r['voice_p50']:.0f}/{r['voice_p95']:.0f} ms, decision→pkt "
               f"{r['dec_p50']:.0f}/{r['dec_p95']:.0f} ms, ASR final p95 {r['asr_p95']:.0f} ms, quick ends "
-              f"{r['quick']}/{r['speech_turns']}")
+              f"{r['quick']}/{r['speech_turns']}, continued {r['continued']}, revised {r['revised']}, "
+              f"prompts stopped {r['stopped']}")
     else:
         s += f" | key→pkt p50/p95 {r['key_p50']:.0f}/{r['key_p95']:.0f} ms ({r['digit_turns']} turns)"
     if r["reason"]:
@@ -298,7 +308,8 @@ async def main() -> None:
     ap.add_argument("--late-ms", type=float, default=40.0)
     ap.add_argument("--gap-s", type=float, default=1.0, help="the elder answers this long after a prompt ends")
     ap.add_argument("--turn-allow-s", type=float, default=0.8, help="assumed answer → next prompt time")
-    ap.add_argument("--quick-end-ms", type=int, default=None, help="RunnerConfig.quick_end_ms (grammar answers)")
+    ap.add_argument("--quick-end-ms", type=int, default=RunnerConfig.quick_end_ms,
+                    help="RunnerConfig.quick_end_ms (grammar answers; 0: off, always the VAD's 700 ms)")
     ap.add_argument("--pause-ms", type=int, default=0,
                     help="asr: the elder pauses this long between the words of an answer (네 … 좋아요)")
     ap.add_argument("--calls-per-phone", type=int, default=50)
@@ -322,7 +333,8 @@ async def main() -> None:
         asr = AsrModels.from_settings_paths(None, None)
         asr.model(Locale.KO)
         parser = build_intent_parser(Settings(data_dir=Path(tempfile.gettempdir()) / "tanfang-test-nlu"))
-    config = RunnerConfig(ring_timeout_s=20, recordings_dir=None, detect_machines=False, quick_end_ms=args.quick_end_ms)
+    config = RunnerConfig(ring_timeout_s=20, recordings_dir=None, detect_machines=False,
+                          quick_end_ms=args.quick_end_ms or None)
     script = await build_script(args.mode, cache, engine, parser, config.tts_rate, work, args.gap_s, args.turn_allow_s,
                                 args.pause_ms)
     phones = Phones(work, script.mic, max(ladder), args.calls_per_phone, args.sample, args.peer_nice)

@@ -6,7 +6,12 @@ announcement, leaning towards "human"), records both directions, then loops: eac
 rendered by the prompt cache (``phone_text``, so keypad options are spoken) and played — a key
 press at any moment or the elder talking over it stops the prompt; each ``Listen`` waits for a
 key press or an utterance (Vosk grammar mode where a model exists, keypad-only otherwise) and
-feeds ``Digit`` / ``Speech`` (parsed by the intent parser) / ``Silence`` / ``HungUp`` back;
+feeds ``Digit`` / ``Speech`` (parsed by the intent parser) / ``Silence`` / ``HungUp`` back. A short
+grammar-mode answer ends after ``quick_end_ms`` of silence when the recogniser already has it (the
+next prompt starts sooner); if the elder only paused and goes on ("네 … 좋아요"), the rest is appended
+to that answer's turn, and when the whole utterance means something else ("네 … 아니 아니요") the
+runner stops the prompt, restores the conversation as it was before the answer and feeds the whole
+utterance instead (see :class:`_Continuations`);
 ``Transfer`` REFERs the call to the duty line (refused → the elder hears that staff will call
 back, and the report asks for a P1); ``End`` hangs up. It returns a :class:`CallReport`; storing
 it and acknowledging the queue is the dialer's job (``ivr.persist``).
@@ -29,7 +34,7 @@ from dialogs.nlu.intents import IntentParser
 from ivr.amd import AmdConfig, Answerer, classify_early_media, classify_greeting
 from ivr.asr import AsrModels, AsyncRecognizer
 from ivr.conversation import CALLBACK_PROMISE, GOODBYE_SHUTDOWN, Conversation, grammar_for
-from ivr.line import HangUpSignal, Heard, Interrupt, KeyPress, Line
+from ivr.line import CONTINUE_MARGIN_MS, HangUpSignal, Heard, Interrupt, KeyPress, Line, Revise
 from ivr.media.recording import CallRecorder, recording_path
 from ivr.media.rtp import AudioFrame, MediaDirection
 from ivr.sip import Call, CallResult, UserAgent
@@ -54,9 +59,12 @@ class RunnerConfig:
     amd: AmdConfig = field(default_factory=AmdConfig)
     detect_machines: bool = True
     max_call_s: float = 900.0
-    # grammar mode: end a short answer after this much silence when the recogniser already has it
-    # (None: always the VAD's 700 ms; see ivr.line.Line and bench/calls.py --quick-end-ms)
-    quick_end_ms: int | None = None
+    # grammar mode (yes/no, keypad-like questions): end a short answer after this much silence when the
+    # recogniser already has it (None: always the VAD's 700 ms, as free-speech questions do; see
+    # ivr.line.Line and bench/calls.py --quick-end-ms). Speech starting again within the VAD's 700 ms
+    # + ``continue_margin_ms`` after the answer continues it (never a barge-in, never the next answer).
+    quick_end_ms: int | None = 400
+    continue_margin_ms: int = CONTINUE_MARGIN_MS
 
 
 class Observer(Protocol):
@@ -139,6 +147,81 @@ class CallReport:
             "ring_seconds": self.ring_seconds, "talk_seconds": self.talk_seconds,
             "answerer": self.answerer.value, "transfer": self.transfer,
         }
+
+
+@dataclass
+class _QuickAnswer:
+    heard: Heard
+    entry: dict[str, Any]  # its elder turn in the report's transcript
+    intent_at: int  # its place in report.intents
+    has_intent: bool  # report.intents[intent_at] is this answer's
+    snapshot: object | None  # the conversation before it was fed; None once it can no longer be re-decided
+    actions: tuple[Action, ...]  # what the conversation did with it
+
+
+class _Continuations:
+    """One call's latest quick-ended answer and the speech that continued it (``Line.on_continuation``).
+
+    The continuation is appended to the answer's transcript turn (``text`` the whole utterance,
+    ``parts`` its pieces) and the whole utterance is parsed again. Until the runner has fed another
+    event, the conversation is restored to its snapshot and fed the whole utterance: the same actions
+    → nothing changes for the elder (the dialog now holds the whole answer); other actions → the turn
+    is marked ``revised``, :attr:`revised` holds the new actions and the Line stops the prompt.
+    After another event the continuation is only recorded.
+    """
+
+    def __init__(self, conv: Conversation, report: CallReport, parser: IntentParser | None,
+                 turn: Callable[..., None]) -> None:
+        self.conv = conv
+        self.report = report
+        self.parser = parser
+        self.turn = turn
+        self.quick: _QuickAnswer | None = None
+        self.revised: tuple[Action, ...] | None = None
+
+    def fed(self, quick: tuple[Heard, dict[str, Any], int, bool] | None, before: object,
+            actions: tuple[Action, ...]) -> None:
+        """The runner fed an event; ``quick``: it was a quick-ended answer (heard, turn, intent place)."""
+        if quick is not None:
+            heard, entry, at, has = quick
+            self.quick = _QuickAnswer(heard, entry, at, has, before, actions)
+        elif self.quick is not None:
+            self.quick.snapshot = None
+
+    def on_continuation(self, cont: Heard) -> bool:
+        q = self.quick
+        if q is None:  # not expected (the Line guards only after a quick end): keep it as a turn of its own
+            self.turn(self.report, "elder", cont.text, confidence=round(cont.confidence, 3), continuation=True)
+            return False
+        entry = q.entry
+        first = q.heard.text
+        whole = " ".join(t for t in (first, cont.text) if t)
+        entry["text"] = whole
+        entry["parts"] = [*entry.get("parts", [first]), cont.text]
+        if not cont.text or self.parser is None:
+            return False
+        conf = min(q.heard.confidence, cont.confidence) if first else cont.confidence
+        speech = Speech.parsed(self.parser, whole, self.conv.locale.value, conf)
+        intent = speech.intent.name if speech.intent else "out_of_scope"
+        entry.update(confidence=round(conf, 3), intent=intent,
+                     intent_confidence=round(speech.intent.confidence, 3) if speech.intent else 0.0)
+        if q.has_intent:
+            self.report.intents[q.intent_at] = intent
+            self.report.confidences[q.intent_at] = conf
+        else:
+            self.report.intents.insert(q.intent_at, intent)
+            self.report.confidences.insert(q.intent_at, conf)
+            q.has_intent = True
+        if q.snapshot is None:
+            return False
+        self.conv.restore(q.snapshot)
+        q.snapshot = None
+        actions = self.conv.step(speech)
+        if actions == q.actions:
+            return False
+        entry["revised"] = True
+        self.revised = actions
+        return True
 
 
 class _RecorderSink:
@@ -230,7 +313,7 @@ class CallRunner:
             recorder = CallRecorder(path)
             call.media.add_sink(_RecorderSink(recorder, loop.time()))
         line = Line(call.media, call.hung_up, recognizers=self._recognizers(conv.locale),
-                    quick_end_ms=self.config.quick_end_ms)
+                    quick_end_ms=self.config.quick_end_ms, continue_margin_ms=self.config.continue_margin_ms)
         line.start()
         try:
             if self.config.detect_machines:
@@ -268,8 +351,11 @@ class CallRunner:
         actions: tuple[Action, ...] = conv.start()
         last_prompt: str | None = None
         pending_turn: Heard | KeyPress | None = None
+        cont = _Continuations(conv, report, self.parser, self._turn)
+        line.on_continuation = cont.on_continuation
         while actions:
             event: Event | None = None
+            quick: tuple[Heard, dict[str, Any], int, bool] | None = None
             for action in actions:
                 if (stop is not None and stop.is_set()) or loop.time() > deadline:
                     report.stopped_early = True
@@ -277,6 +363,8 @@ class CallRunner:
                     outcome, data = conv.result()
                     report.outcome, report.dialog_result = outcome, data
                     return
+                if cont.revised is not None:
+                    break
                 if isinstance(action, Say):
                     last_prompt = action.prompt_id
                     if line.pending:  # answered already (a key pressed during an earlier prompt)
@@ -294,25 +382,45 @@ class CallRunner:
                     if why is Interrupt.HANGUP:
                         event = HungUp()
                         break
+                    if why is Interrupt.REVISE:
+                        break
                 elif isinstance(action, Listen):
                     speech = action.grammar != "dtmf" and line.speech_available
                     line.set_speech(speech, grammar_for(conv.locale, last_prompt) if speech else None)
                     got = await line.listen(action.timeout_s)
+                    if isinstance(got, Revise):
+                        break
+                    n_intents = len(report.intents)
                     event, heard = self._event(got, conv.locale, report)
                     pending_turn = heard if heard is not None else got if isinstance(got, KeyPress) else None
+                    if heard is not None and heard.quick:
+                        quick = (heard, report.transcript[-1], n_intents, len(report.intents) > n_intents)
                     break
                 elif isinstance(action, Transfer):
+                    await line.settle()  # a REFER cannot be taken back: first let a continuation re-decide
+                    if cont.revised is not None:
+                        break
                     await self._transfer(call, line, conv.locale, report)
                 elif isinstance(action, End):
+                    await line.settle()
+                    if cont.revised is not None:
+                        break
                     outcome, data = conv.result()
                     report.outcome, report.dialog_result = outcome, data
                     report.dialog = getattr(conv, "dialog_result", None)
                     if report.transfer == "refused":
                         report.dialog_result["transfer_failed"] = True
                     return
+            if cont.revised is not None:  # a continuation changed the last answer: follow the new decision
+                actions, cont.revised = cont.revised, None
+                line.revised()
+                pending_turn = None
+                continue
             if event is None:
                 event = HungUp() if line.hung_up.is_set() else Silence()
+            before = conv.snapshot()
             actions = conv.step(event)
+            cont.fed(quick, before, actions)
         outcome, data = conv.result()
         report.outcome, report.dialog_result = outcome, data
         report.dialog = getattr(conv, "dialog_result", None)
@@ -337,7 +445,11 @@ class CallRunner:
         pcm = await self._render(say.phone_text, locale, say.rate, say.volume)
         report.prompts.append(say.prompt_id)
         self._turn(report, "system", say.phone_text)
-        return await line.play(pcm)
+        entry = report.transcript[-1]
+        why = await line.play(pcm)
+        if why is not None:
+            entry["stopped"] = why.value  # "digit" | "speech" (barge-in) | "revise" | "hangup"
+        return why
 
     async def _say_text(self, line: Line, text: str, locale: Locale, report: CallReport, prompt_id: str) -> None:
         if line.hung_up.is_set():
@@ -345,7 +457,7 @@ class CallRunner:
         pcm = await self._render(text, locale, 0.9, 1.0)
         report.prompts.append(prompt_id)
         self._turn(report, "system", text)
-        await line.play(pcm, barge_in=False)
+        await line.play(pcm, barge_in=False, revisable=False)
 
     def _event(self, got: object, locale: Locale, report: CallReport) -> tuple[Event, Heard | None]:
         if isinstance(got, KeyPress):

@@ -1,7 +1,9 @@
 """What the call runner talks: the check-in dialog (dialogs.engine) or the emergency-contact call.
 
 Both expose ``start() -> actions``, ``step(event) -> actions`` and ``result() -> (Outcome, dict)``,
-so the runner does not care which it drives. The emergency-contact dialog is tiny and lives here:
+so the runner does not care which it drives, and ``snapshot()`` / ``restore(snapshot)``: the runner
+takes a snapshot before feeding a quick-ended answer and, when the elder's continuation changes its
+meaning ("네 … 아니 아니요"), restores it and feeds the whole utterance instead. The emergency-contact dialog is tiny and lives here:
 the escalation service puts its prompt ("……按1表示您马上去处理，按2表示您无法前往") and digits into
 the check-in's ``dialog_flags``; we play it, take 1 or 2 (or "好/마" by voice where we can), repeat
 once on silence, and report ``{"accepted": bool}``.
@@ -9,6 +11,7 @@ once on silence, and report ``{"accepted": bool}``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 from collections.abc import Mapping
@@ -77,6 +80,8 @@ class Conversation(Protocol):
     def start(self) -> tuple[Action, ...]: ...
     def step(self, event: Event) -> tuple[Action, ...]: ...
     def result(self) -> tuple[Outcome, dict[str, Any]]: ...
+    def snapshot(self) -> object: ...
+    def restore(self, snapshot: object) -> None: ...
 
 
 def _plain(v: object) -> object:
@@ -103,6 +108,13 @@ class CheckInConversation:
     def step(self, event: Event) -> tuple[Action, ...]:
         self.state, actions = self.engine.step(self.state, event)
         return actions
+
+    def snapshot(self) -> DialogState:
+        return self.state  # immutable: the engine is pure
+
+    def restore(self, snapshot: object) -> None:
+        assert isinstance(snapshot, DialogState)
+        self.state = snapshot
 
     @property
     def dialog_result(self) -> Any:
@@ -164,6 +176,13 @@ class ContactConversation:
         if isinstance(event, Silence | Speech | Answered) and self.tries < 2:
             return self._ask()
         return self._end("我们会再联系您。")
+
+    def snapshot(self) -> object:
+        return copy.deepcopy(vars(self))
+
+    def restore(self, snapshot: object) -> None:
+        assert isinstance(snapshot, dict)
+        vars(self).update(copy.deepcopy(snapshot))
 
     def result(self) -> tuple[Outcome, dict[str, Any]]:
         return self.outcome, {"dialog": "emergency_contact", "accepted": self.accepted, "digits": "".join(self.digits)}

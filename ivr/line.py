@@ -6,6 +6,16 @@ speech found by the VAD and recognised by Vosk (fed only while the VAD says the 
 :class:`Heard`. While a prompt plays, a key press or the elder starting to talk (barge-in) stops it
 within one 20 ms frame. Inputs that arrive while nobody listens are kept, in order, for the next
 :meth:`Line.listen`: a digit pressed during a prompt is the answer to that prompt's question.
+
+Quick end and its continuation guard: in grammar mode a short answer whose recogniser hypothesis is
+complete and stable ends after ``quick_end_ms`` of silence instead of the VAD's full trailing silence.
+An elder who only paused ("네 … 좋아요") then starts again within the *continuation window* (the full
+trailing silence plus ``continue_margin_ms`` after the answer's last voice): that speech continues the
+answer. It does not barge in on the next prompt and is not queued as an answer; it is recognised with
+the answer's grammar and handed to ``on_continuation`` (the call runner), which appends it to the
+answer and may re-decide; when it returns True the prompt playing stops and ``play`` / ``listen``
+report :attr:`Interrupt.REVISE` / :class:`Revise` until :meth:`Line.revised` is called. Key presses
+are never held back.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ logger = logging.getLogger(__name__)
 PREROLL_FRAMES = 15  # 300 ms of audio before the VAD's start decision goes to the recogniser too
 ASR_CHUNK_FRAMES = 10  # feed Vosk every 200 ms while the elder speaks
 QUICK_END_MAX_SPEECH_MS = 2500  # an early end only for short answers ("네", "아니요", "是的")
+CONTINUE_MARGIN_MS = 300  # the continuation window: the VAD's trailing silence + this, after the last voice
 UNKNOWN = "[unk]"
 
 RecognizerFactory = Callable[[Sequence[str] | None], AsyncRecognizer]
@@ -57,6 +68,13 @@ class HangUpSignal:
     """The far end hung up (or the media closed)."""
 
 
+class Revise:
+    """``listen``: a continuation changed an answer already acted on; the runner re-decides it."""
+
+
+ContinuationHook = Callable[[Heard], bool]
+
+
 LineInput = KeyPress | Heard
 
 
@@ -64,6 +82,7 @@ class Interrupt(enum.StrEnum):
     DIGIT = "digit"
     SPEECH = "speech"
     HANGUP = "hangup"
+    REVISE = "revise"  # a continuation changed the previous answer (see ``Line.on_continuation``)
 
 
 class _FirstSent:
@@ -86,10 +105,14 @@ class Line:
     ``quick_end_ms``: in grammar mode, end an utterance after this much trailing silence (instead of
     the VAD's ``end_silence_ms``) when it is short and the recogniser's hypothesis is a complete
     grammar answer that stayed the same over the silence. None: always wait the full silence.
+    ``on_continuation``: called with the recognised speech that continued a quick-ended answer (see the
+    module docstring); without it such speech is queued like any utterance.
     """
 
     def __init__(self, media: RtpSession, hung_up: asyncio.Event, *, recognizers: RecognizerFactory | None = None,
-                 vad: VadConfig | None = None, barge_in: bool = True, quick_end_ms: int | None = None) -> None:
+                 vad: VadConfig | None = None, barge_in: bool = True, quick_end_ms: int | None = None,
+                 continue_margin_ms: int = CONTINUE_MARGIN_MS, on_continuation: ContinuationHook | None = None,
+                 ) -> None:
         self.media = media
         self.hung_up = hung_up
         self._recognizers = recognizers
@@ -122,6 +145,17 @@ class Line:
         # the recogniser's running hypothesis during an utterance: (text, trailing silence ms when fed)
         self._hyp: list[tuple[str, int]] = []
         self._utt_frames = 0
+        # the continuation guard (see the module docstring)
+        self.on_continuation = on_continuation
+        self.continue_ms = self._vad.config.end_silence_ms + continue_margin_ms
+        self._quick_voice_ms: int | None = None  # VAD time of the last quick-ended answer's last voice
+        self._quick_grammar: Sequence[str] | None = None
+        self._continuing = False  # the utterance in progress continues a quick-ended answer
+        self._continuations_pending = 0  # continuations ended, not yet recognised
+        self._revise = False  # on_continuation asked to re-decide; until ``revised()``
+        self._prompt_revisable = False
+        self._guard_off = asyncio.Event()
+        self.continuations = 0  # utterances taken as the continuation of a quick-ended answer
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -139,6 +173,8 @@ class Line:
         """Forget inputs nobody asked for yet (e.g. "喂？" heard before the greeting)."""
         self._inputs.clear()
         self._vad.reset()
+        self._quick_voice_ms = None
+        self._continuing = False
 
     def set_speech(self, enabled: bool, grammar: Sequence[str] | None = None) -> None:
         """Whether speech is recognised from now on, and with which grammar (None: free mode)."""
@@ -157,11 +193,54 @@ class Line:
     def pending(self) -> bool:
         return bool(self._inputs)
 
+    # ---- the continuation guard --------------------------------------------------------------
+    @property
+    def guarding(self) -> bool:
+        """A quick-ended answer may still be continued (window open, continuation spoken or being recognised)."""
+        return self._quick_voice_ms is not None or self._continuing or self._continuations_pending > 0
+
+    @property
+    def revise_pending(self) -> bool:
+        return self._revise
+
+    def revised(self) -> None:
+        """The runner has re-decided the answer (after ``Interrupt.REVISE`` / :class:`Revise`)."""
+        self._revise = False
+
+    async def settle(self, limit_s: float = 20.0) -> None:
+        """Wait until a quick-ended answer can no longer be continued (before acting irrevocably on it:
+        a transfer, the end of the call). Returns at once in the usual case (window long closed)."""
+        end = self._loop.time() + limit_s
+        while self.guarding and not self.hung_up.is_set() and not self.media.closed.is_set():
+            left = end - self._loop.time()
+            if left <= 0:
+                return
+            self._guard_off.clear()
+            waits = [asyncio.ensure_future(e.wait()) for e in (self._guard_off, self.hung_up, self.media.closed)]
+            try:
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    def _unguard(self) -> None:
+        """The guard is over: barge-in watches the line afresh (not the continuation's tail)."""
+        if not self.guarding:
+            self._barge.reset()
+            self._guard_off.set()
+
     # ---- prompts -----------------------------------------------------------------------------
-    async def play(self, pcm: bytes, *, barge_in: bool | None = None) -> Interrupt | None:
-        """Play a prompt; None when it played out, else what stopped it."""
+    async def play(self, pcm: bytes, *, barge_in: bool | None = None, revisable: bool = True) -> Interrupt | None:
+        """Play a prompt; None when it played out, else what stopped it.
+
+        ``revisable``: a continuation that changes the previous answer stops it (``Interrupt.REVISE``);
+        False for messages that must play (shutdown goodbye, call-back promise)."""
+        self.last_prompt_sent_at = None
         if self.hung_up.is_set() or self.media.closed.is_set():
             return Interrupt.HANGUP
+        if revisable and self._revise:
+            self.interrupted_by = Interrupt.REVISE
+            return self.interrupted_by
         if self._inputs:
             self.interrupted_by = Interrupt.DIGIT if self.pending_digit else Interrupt.SPEECH
             return self.interrupted_by
@@ -169,6 +248,7 @@ class Line:
         self.interrupted_by = None
         self._barge.reset()
         self._playing = barge_in if barge_in is not None else self.barge_in_enabled
+        self._prompt_revisable = revisable
         watch = asyncio.ensure_future(self.hung_up.wait())
         watch.add_done_callback(lambda _f: self._stop(Interrupt.HANGUP))
         first = _FirstSent(self._loop.time)
@@ -177,6 +257,7 @@ class Line:
             done = await self.media.play(pcm, self._interrupt)
         finally:
             self._playing = False
+            self._prompt_revisable = False
             watch.cancel()
             self.media.remove_sink(first)
             self.last_prompt_sent_at = first.at
@@ -192,20 +273,24 @@ class Line:
         self._interrupt.set()
 
     # ---- answers -----------------------------------------------------------------------------
-    async def listen(self, timeout_s: float) -> LineInput | HangUpSignal | None:
-        """The next key press or utterance; None after ``timeout_s`` of nothing.
+    async def listen(self, timeout_s: float) -> LineInput | HangUpSignal | Revise | None:
+        """The next key press or utterance; None after ``timeout_s`` of nothing; :class:`Revise` when a
+        continuation changed the previous answer (before any input queued after it).
 
-        An utterance already under way when the timeout passes is waited for (elders are slow).
+        An utterance already under way when the timeout passes is waited for (elders are slow), and so is
+        a possible continuation of the previous answer.
         """
         deadline = self._loop.time() + timeout_s
         while True:
+            if self._revise:
+                return Revise()
             if self._inputs:
                 return self._inputs.popleft()
             if self.hung_up.is_set() or self.media.closed.is_set():
                 return HangUpSignal()
             left = deadline - self._loop.time()
             if left <= 0:
-                if self._vad.in_speech or self._asr_tasks:
+                if self._vad.in_speech or self._asr_tasks or self.guarding:
                     left = 0.2  # speech in progress: wait for its end
                     deadline = self._loop.time() + left
                 else:
@@ -255,25 +340,32 @@ class Line:
     def _audio(self, pcm: bytes) -> None:
         for d in self._inband.feed(pcm):
             self._digit(d.digit, "inband")
-        if self._playing and self._listening_speech and self._barge.feed(pcm):
-            self._stop(Interrupt.SPEECH)  # barge-in only when we can understand what is said
+        # barge-in only when we can understand what is said, and never by an answer's continuation
+        if self._playing and self._listening_speech and not self.guarding and self._barge.feed(pcm):
+            self._stop(Interrupt.SPEECH)
         was_speaking = self._vad.in_speech
         if not was_speaking:
             self._preroll.append(pcm)
         for ev in self._vad.feed(pcm):
             if isinstance(ev, SpeechStart):
-                self._speech_start()
+                self._speech_start(ev)
             elif isinstance(ev, SpeechEnd):
                 self._speech_end(ev, self._vad.config.end_silence_ms if ev.reason is EndReason.SILENCE else 0)
+        if (self._quick_voice_ms is not None and not self._vad.in_speech
+                and self._vad.now_ms - self._quick_voice_ms > self.continue_ms):
+            self._quick_voice_ms = None  # nobody continued the answer
+            self._unguard()
         if was_speaking and self._vad.in_speech and self._rec_active:
             self._utt_frames += 1
             self._chunk.append(pcm)
             if len(self._chunk) >= ASR_CHUNK_FRAMES:
                 self._feed_chunk()
-            if self.quick_end_ms is not None and self._answer_complete():
+            if self.quick_end_ms is not None and not self._continuing and self._answer_complete():
                 quiet = self._vad.trailing_silence_ms
                 early = self._vad.end_now()
                 if early is not None:
+                    self._quick_voice_ms = early.at_ms
+                    self._quick_grammar = self._rec_grammar
                     self._speech_end(early, quiet, quick=True)
 
     def _answer_complete(self) -> bool:
@@ -289,15 +381,22 @@ class Line:
         (prev, _), (text, fed_quiet) = self._hyp[-2], self._hyp[-1]
         return bool(text) and text == prev and fed_quiet >= 200 and UNKNOWN not in text
 
-    def _speech_start(self) -> None:
+    def _speech_start(self, ev: SpeechStart) -> None:
         self.speech_started_at = self._loop.time()
-        if not self._listening_speech or self._recognizers is None:
+        quick_voice, self._quick_voice_ms = self._quick_voice_ms, None
+        self._continuing = quick_voice is not None and ev.at_ms - quick_voice <= self.continue_ms
+        if self._continuing:
+            self.continuations += 1
+        elif quick_voice is not None:
+            self._unguard()
+        if self._recognizers is None or not (self._listening_speech or self._continuing):
             self._rec_active = False
             return
         self._rec_active = True
-        if self._rec is None or self._rec_grammar != self._grammar:
-            self._rec = self._recognizers(self._grammar)
-            self._rec_grammar = self._grammar
+        grammar = self._quick_grammar if self._continuing else self._grammar  # the answer's own grammar
+        if self._rec is None or self._rec_grammar != grammar:
+            self._rec = self._recognizers(grammar)
+            self._rec_grammar = grammar
         self._chunk = list(self._preroll)
         self._preroll.clear()
         self._hyp = []
@@ -325,7 +424,10 @@ class Line:
         start = self.speech_started_at or now
         self.utterances.append((start, now))
         self.speech_started_at = None
+        continuing, self._continuing = self._continuing, False
         if not self._rec_active:
+            if continuing:
+                self._unguard()
             return
         self._rec_active = False
         self._feed_chunk()
@@ -333,19 +435,42 @@ class Line:
         if rec is None:
             return
         last_voice = now - quiet_ms / 1000
-        self._track(asyncio.ensure_future(self._finish(rec, ev.speech_ms, now, last_voice, quick)))
+        if continuing:
+            self._continuations_pending += 1
+        self._track(asyncio.ensure_future(self._finish(rec, ev.speech_ms, now, last_voice, quick, continuing)))
 
-    async def _finish(self, rec: AsyncRecognizer, speech_ms: int, ended_at: float, last_voice: float,
-                      quick: bool) -> None:
+    async def _finish(self, rec: AsyncRecognizer, speech_ms: int, ended_at: float, last_voice: float,  # noqa: PLR0917
+                      quick: bool, continuation: bool = False) -> None:
         t = self._loop.time()
+        res: AsrResult | None = None
         try:
-            res: AsrResult = await rec.finish()
+            res = await rec.finish()
         except Exception:
             logger.exception("speech recognition failed", extra={"action": "asr_error"})
+        finally:
+            if continuation:
+                self._continuations_pending -= 1
+        if res is None:
+            self._unguard()
             return
         done = self._loop.time()
         self.asr_seconds += done - t
-        self._push(Heard(res.text, res.confidence, speech_ms, ended_at, last_voice, done, quick))
+        heard = Heard(res.text, res.confidence, speech_ms, ended_at, last_voice, done, quick)
+        if not continuation or self.on_continuation is None:
+            self._push(heard)
+            return
+        try:
+            revise = self.on_continuation(heard)
+        except Exception:
+            logger.exception("continuation handling failed", extra={"action": "continuation_error"})
+            revise = False
+        finally:
+            self._unguard()
+        if revise:
+            self._revise = True
+            if self._prompt_revisable:
+                self._stop(Interrupt.REVISE)
+            self._arrived.set()
 
     def _vad_flush(self) -> None:
         ev = self._vad.flush()

@@ -118,6 +118,11 @@ class SpeechDetector:
         return max(floor, self.config.min_floor_dbfs)
 
     @property
+    def now_ms(self) -> int:
+        """Audio fed so far (whole frames), in ms: the time base of ``at_ms`` in the events."""
+        return self._frame_no * FRAME_MS
+
+    @property
     def trailing_silence_ms(self) -> int:
         """How long the current utterance has been quiet (0 when not in speech or still voiced)."""
         return self._quiet * FRAME_MS if self._in_speech else 0
