@@ -30,8 +30,6 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from bot.dedup import write_session
-
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -177,46 +175,65 @@ class DbWorker:
             self._short.dispose()
 
     def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                batch.append(nxt)
-            self._run_batch(batch)
+        """A worker thread: its own connection, kept across batches (no pool checkout and ping per
+        batch); a connection found dead (e.g. the database restarted) is replaced at the next batch."""
+        conn: Connection | None = None
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < self.max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self._queue.put(None)
+                        break
+                    batch.append(nxt)
+                if conn is None or conn.invalidated:
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+                    try:
+                        conn = self.engine.connect()
+                    except Exception as exc:  # the database is unreachable: these jobs fail
+                        self._settle_all([(job, False, exc) for job in batch])
+                        continue
+                self._run_batch(conn, batch)
+        finally:
+            if conn is not None:
+                conn.close()
 
-    def _run_batch(self, batch: list[_Job]) -> None:
-        outcomes = self._try_together(batch) if len(batch) > 1 else None
+    def _run_batch(self, conn: Connection, batch: list[_Job]) -> None:
+        outcomes = self._try_together(conn, batch) if len(batch) > 1 else None
         if outcomes is None:  # one job, or one of them failed: each in its own transaction
-            outcomes = [self._alone(job) for job in batch]
+            outcomes = [self._alone(conn, job) for job in batch]
         self.batches += 1
         self.jobs += len(batch)
+        self._settle_all(outcomes)
+
+    @staticmethod
+    def _settle_all(outcomes: list[tuple[_Job, bool, Any]]) -> None:
         for job, ok, value in outcomes:
             with contextlib.suppress(RuntimeError):  # the loop is closed (shutdown): nobody waits
                 job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
 
-    def _try_together(self, batch: list[_Job]) -> list[tuple[_Job, bool, Any]] | None:
+    def _try_together(self, conn: Connection, batch: list[_Job]) -> list[tuple[_Job, bool, Any]] | None:
         try:
-            with write_session(self.engine) as session:
-                results = [(job, True, job.fn(session)) for job in batch]
+            return self._on(conn, batch)
         except Exception:
             return None
-        return results
 
-    def _alone(self, job: _Job) -> tuple[_Job, bool, Any]:
+    def _alone(self, conn: Connection, job: _Job) -> tuple[_Job, bool, Any]:
         try:
-            with write_session(self.engine) as session:
-                return job, True, job.fn(session)
+            res = self._on(conn, [job], raise_errors=True)
         except Exception as exc:
             return job, False, exc
+        assert res is not None
+        return res[0]
 
 
 def _locked(exc: OperationalError) -> bool:
