@@ -5,7 +5,8 @@ Target: ≤ 60 s per backend for 10⁶ elders, memory flat (elders are streamed 
 
 ``cpu_this_process`` is this process's CPU time (on SQLite it includes the database work; on
 PostgreSQL the server's CPU comes on top) and ``load`` the 1-minute load average: on a shared,
-loaded machine wall times are pessimistic, compare CPU times.
+loaded machine wall times are pessimistic, compare CPU times. ``cpu_server`` (PostgreSQL) is the
+CPU of this run's server backends + the server's background processes (WAL writer, checkpointer …).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from bench._data import database, drop, populate
+from bench._data import ServerCPU, database, drop, populate
 from scheduler.config import load_policy
 from scheduler.planner import plan_range
 from scheduler.windows import LOCAL_TZ
@@ -43,12 +44,15 @@ def main() -> None:
                 c0 = time.process_time()
                 t_data = time.perf_counter() - t0
                 rss0 = proc.memory_info().rss
+                server = ServerCPU(handle)
+                server.start()
                 start, end = datetime(2026, 12, 1, tzinfo=LOCAL_TZ), datetime(2027, 1, 1, tzinfo=LOCAL_TZ)
                 r = plan_range(sessions, start, end, start, load_policy())
                 cpu = time.process_time() - c0
+                srv, bg = server.stop()
                 peak = _peak_mb()
                 print(f"plan_month {backend}: elders={r.elders} checkins={r.inserted} home_tasks={r.home_tasks} "
-                      f"time={r.seconds:.1f}s cpu_this_process={cpu:.1f}s load={os.getloadavg()[0]:.1f} "
+                      f"time={r.seconds:.1f}s cpu_this_process={cpu:.1f}s cpu_server={srv:.1f}s+{bg:.1f}s load={os.getloadavg()[0]:.1f} "
                       f"(data setup {t_data:.1f}s) rss_before={rss0 / 2**20:.0f}MB "
                       f"peak_rss={peak:.0f}MB", flush=True)
             finally:
