@@ -1,7 +1,8 @@
 """Surge events: CAP alert lifecycle (alert, update, cancel, expiry), staff lockdowns, listing.
 
 Every change re-plans the elders the event covers (``planner.replan_event``): new surge calls
-are written, and surge calls no longer wanted (cancelled or shortened event) are cancelled.
+are written within the planner's rolling horizon (later days by the tick), and surge calls no
+longer wanted (cancelled or shortened event) are cancelled.
 """
 
 from __future__ import annotations

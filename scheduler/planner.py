@@ -242,11 +242,16 @@ class _Class:
 
 
 class ClassPlanner:
-    """Plans elders by class (see above); ``expand`` turns a batch of raw rows into insert rows."""
+    """Plans elders by class (see above); ``expand`` turns a batch of raw rows into insert rows.
+
+    With ``insert_until`` only check-ins due before it become insert rows; the class plans (used to
+    reconcile existing rows) still cover the whole range."""
 
     def __init__(self, policies: PolicySet, start: datetime, end: datetime, now: datetime, *,
-                 events: list[ActiveEvent], dialect: str, home_tasks: bool = True) -> None:
+                 events: list[ActiveEvent], dialect: str, home_tasks: bool = True,
+                 insert_until: datetime | None = None) -> None:
         self.policies, self.start, self.end, self.now, self.events = policies, start, end, now, events
+        self.insert_until = insert_until
         self.pg = dialect == "postgresql"
         self.home_tasks = home_tasks
         self.floor0 = max(start, now)
@@ -301,11 +306,14 @@ class ClassPlanner:
         hist = History(_local_midnight(hk[0]) if hk[0] is not None else None, 1 if hk[1] else 0)
         plans = plan_elder(_facts(r, phase, pause), self.start, self.end, now=self.now, policy=c.policy,
                            events=self.events, history=hist)
-        return _Tpl(plans, [self._enc.checkin(p) for p in plans])
+        until = self.insert_until
+        return _Tpl(plans, [self._enc.checkin(p) for p in plans if until is None or p.due_at < until])
 
     def expand(self, rows: list[Any], hist: _Hist, want_plans: bool = False
                ) -> tuple[list[Any], list[Any], int, list[tuple[int, _Tpl]]]:
-        """(check-in rows, home-task rows, number planned, (elder id, class plan) pairs when asked for)."""
+        """(check-in rows, home-task rows, number planned, (elder id, class plan) pairs when asked for).
+
+        Check-in rows are value tuples on SQLite and (elder id, class plan) pairs on PostgreSQL."""
         out: list[Any] = []
         tasks: list[Any] = []
         plans: list[tuple[int, _Tpl]] = []
@@ -329,15 +337,14 @@ class ClassPlanner:
                 hk = self._hist_key(c, h) if h else (None, False)
                 k = (phase, pause, hk)
                 tpl = c.tpls.get(k) or c.tpls.setdefault(k, self._build(c, r, phase, pause, hk))
-            if tpl.plans:
-                planned += len(tpl.plans)
-                if pg:
-                    prefix = f"{eid}\t"
-                    out.extend([prefix + t for t in tpl.params])
+            if tpl.params:
+                planned += len(tpl.params)
+                if pg:  # written as (elder, class plan) pairs: see _write_pairs
+                    out.append((eid, tpl))
                 else:
                     out.extend([(eid, *t) for t in tpl.params])
-                if want_plans:
-                    plans.append((eid, tpl))
+            if want_plans and tpl.plans:
+                plans.append((eid, tpl))
             if c.tasks:
                 tasks.extend([(eid, *t) for t in c.tasks])
         return out, tasks, planned, plans
@@ -415,6 +422,47 @@ def _write_checkins(session: Session, out: list[Any]) -> int:
     return int(raw.total_changes - before)
 
 
+_TPL_COLS = ", ".join(_COLS[1:])
+
+
+def _write_pairs(session: Session, pairs: list[tuple[int, _Tpl]]) -> int:
+    """PostgreSQL: insert the check-ins of (elder id, class plan) pairs, skipping existing (elder, slot).
+
+    A batch of 5000 elders uses a few hundred class plans: their rows go once into a temporary
+    table (COPY), the elders as two integer arrays (elder id, plan number), and one INSERT … SELECT
+    joins them. The server parses each plan's text (timestamps, JSON) once, not once per elder.
+    """
+    if not pairs:
+        return 0
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    numbers: dict[int, int] = {}
+    lines: list[str] = []
+    eids: list[int] = []
+    tpls: list[int] = []
+    for eid, tpl in pairs:
+        k = numbers.get(id(tpl))
+        if k is None:
+            k = numbers[id(tpl)] = len(numbers)
+            lines.extend([f"{k}\t{i}\t{t}" for i, t in enumerate(tpl.params)])
+        eids.append(eid)
+        tpls.append(k)
+    cur = raw.cursor()
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS _plan_tpl ON COMMIT DELETE ROWS AS "
+                f"SELECT 0 AS tpl, 0 AS ord, {_TPL_COLS} FROM checkins WITH NO DATA")
+    with cur.copy(f"COPY _plan_tpl (tpl, ord, {_TPL_COLS}) FROM STDIN") as cp:
+        cp.write("\n".join(lines) + "\n")
+    # In elder order, each elder's rows in plan order (as the rows were written one by one before).
+    cur.execute(f"INSERT INTO checkins ({', '.join(_COLS)}) "
+                f"SELECT x.eid, {', '.join('t.' + c for c in _COLS[1:])} "
+                "FROM unnest(%s::integer[], %s::integer[]) WITH ORDINALITY AS x(eid, tpl, n) "
+                "JOIN _plan_tpl t ON t.tpl = x.tpl ORDER BY x.n, t.ord "
+                "ON CONFLICT (elder_id, slot) DO NOTHING", (eids, tpls))
+    n = cur.rowcount
+    cur.execute("TRUNCATE _plan_tpl")
+    return max(int(n or 0), 0)
+
+
 def _pg_text(v: Any) -> str:
     if v is None:
         return "\\N"
@@ -460,20 +508,23 @@ def plan_range(
     sessions: sessionmaker[Session], start: datetime, end: datetime, now: datetime, policies: PolicySet, *,
     region_paths: list[str] | None = None, elder_ids: list[int] | None = None, batch: int = BATCH,
     dry_run: bool = False, sink: Callable[[PlannedCheckIn], None] | None = None, home_tasks: bool = True,
-    reconcile_surge: bool = False,
+    reconcile_surge: bool = False, insert_until: datetime | None = None,
 ) -> PlanResult:
     """Plan ``[start, end)`` for active elders (optionally only some regions / ids).
 
     With ``reconcile_surge`` (re-planning after an event changed) open surge and routine
     check-ins in the range that the policy no longer wants are cancelled, and ones the planner
     itself cancelled earlier that are wanted again are revived (same (elder, slot) row).
+    With ``insert_until`` only check-ins due before it are written (and counted as planned); the
+    whole range is still reconciled.
     """
     t0 = _time.perf_counter()
     result = PlanResult()
     with sessions() as s:
         events = load_events(s, start, end)
         dialect = s.get_bind().dialect.name
-    cp = ClassPlanner(policies, start, end, now, events=events, dialect=dialect, home_tasks=home_tasks)
+    cp = ClassPlanner(policies, start, end, now, events=events, dialect=dialect, home_tasks=home_tasks,
+                      insert_until=insert_until)
     history_since = start - timedelta(days=62)
     want_plans = sink is not None or reconcile_surge
     batches = _raw_batches(sessions, region_paths=region_paths, elder_ids=elder_ids, batch=batch,
@@ -493,7 +544,7 @@ def plan_range(
     # Re-plans reconcile a batch in the writer, in the same transaction as its insert, before it:
     # a revived row is then skipped by the insert.
     with _Writer(sessions, result, PG_WRITERS if dialect == "postgresql" else 1,
-                 reconcile=(now, end) if reconcile_surge else None) as writer:
+                 reconcile=(now, end) if reconcile_surge else None, pg=dialect == "postgresql") as writer:
         for rows, hist in batches:
             out, tasks, planned, pairs = cp.expand(rows, hist, want_plans)
             result.elders += len(rows)
@@ -530,8 +581,9 @@ class _Writer:
     """
 
     def __init__(self, sessions: sessionmaker[Session], result: PlanResult, threads: int = 1, *,
-                 reconcile: tuple[datetime, datetime] | None = None) -> None:
+                 reconcile: tuple[datetime, datetime] | None = None, pg: bool = False) -> None:
         self.sessions, self.result, self.reconcile = sessions, result, reconcile
+        self.pg = pg
         self.q: queue.Queue[tuple[list[Any], list[Any], list[tuple[int, _Tpl]]] | None] = queue.Queue(maxsize=threads)
         self.error: BaseException | None = None
         self.lock = threading.Lock()
@@ -553,7 +605,7 @@ class _Writer:
                     _big_cache(s)
                     if self.reconcile is not None:
                         c, r = _reconcile(s, item[2], *self.reconcile)
-                    n = _write_checkins(s, item[0])
+                    n = _write_pairs(s, item[0]) if self.pg else _write_checkins(s, item[0])
                     k = _write_tasks(s, item[1])
                 with self.lock:
                     self.result.inserted += n
@@ -731,9 +783,13 @@ def replan_event(sessions: sessionmaker[Session], event_id: int, now: datetime, 
                  until: datetime | None = None) -> PlanResult:
     """Re-plan the elders an event covers (after it was declared, updated, cancelled or ended).
 
-    The range runs from ``now`` to the latest of ``now + horizon``, the event's end and ``until``
-    (pass the event's *previous* end when it was shortened, so the calls it had added beyond the
-    new end are cancelled), at most 62 days.
+    New calls are written only within the planner's rolling horizon ``[now, now + horizon)``, as
+    the tick does; the tick plans the event's later days as they come into its horizon (it applies
+    active events). Existing calls are reconciled from ``now`` to the latest of ``now + horizon``,
+    the event's end and ``until`` (pass the event's *previous* end when it was shortened, so the
+    calls planned beyond the new end are cancelled), at most 62 days: superseded routine and surge
+    calls there are cancelled, planner-cancelled ones wanted again revived. So a 30-day lockdown
+    costs two days of calls at once, not thirty.
     """
     with sessions() as s:
         paths = list(s.scalars(select(Region.path).join(SurgeEventRegion, SurgeEventRegion.region_id == Region.id)
@@ -744,7 +800,7 @@ def replan_event(sessions: sessionmaker[Session], event_id: int, now: datetime, 
     end = max(now + horizon, *(t for t in (ev_end, until) if t is not None))
     end = min(end, now + max(REPLAN_MAX, horizon))
     result = plan_range(sessions, now, end, now, policies, region_paths=paths, batch=batch,
-                        home_tasks=False, reconcile_surge=True)
+                        home_tasks=False, reconcile_surge=True, insert_until=now + horizon)
     log.info("re-planned for event %s: %s", event_id, result.summary(), extra={"action": "plan_event"})
     return result
 

@@ -117,6 +117,8 @@ def test_cold_wave_alert_lifecycle(sessions, town) -> None:
     first = surge()
     assert (town["high"], "X:D2026-12-03pm") in first and (town["general"], "X:D2026-12-03") in first
     assert not any(e == town["other_city"] for e, _ in first)
+    # The re-plan wrote calls within the planner's 48 h horizon only; the 5th is still ahead.
+    assert (town["general"], "X:D2026-12-05") not in first
     # The next day's tick plans the 5th (still inside the red alert).
     tick(sessions, L(2026, 12, 4, 7, 0), POL)
     assert (town["general"], "X:D2026-12-05") in surge()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import load_policy
 from scheduler.events import declare, end_event
-from scheduler.planner import plan_range
+from scheduler.planner import plan_range, tick
 from scheduler.queue import OPEN, cancel, write_session
 from scheduler.windows import LOCAL_TZ
 from storage.enums import Category, CheckInStatus, EventKind
@@ -48,6 +48,8 @@ def cold_wave(sessions: sessionmaker[Session], frm: datetime, to: datetime, now:
 def test_cancelled_surge_day_is_revived_when_another_event_wants_it(sessions, town) -> None:
     g = town["general"]
     a = cold_wave(sessions, L(2026, 12, 3, 8), L(2026, 12, 7), L(2026, 12, 3, 8), "寒潮A")
+    assert "X:D2026-12-05" not in rows(sessions, g, "surge")  # beyond the 48 h horizon: later ticks
+    tick(sessions, L(2026, 12, 3, 8, 30), POL, horizon=timedelta(days=4))  # a 4-day planner horizon
     assert {"X:D2026-12-05", "X:D2026-12-06"} <= set(rows(sessions, g, "surge"))
     end_event(sessions, a, now=L(2026, 12, 3, 9), policies=POL, by="staff:7")
     ended = rows(sessions, g, "surge")
@@ -88,8 +90,9 @@ def test_lockdown_doubles_routine_calls_instead_of_adding_to_them(sessions, town
     before_high = _open_routine(sessions, h, *dec)
     assert len(before_high) == 5  # weekly: W49..W53
 
+    # (A month-long planner horizon, as with `tanfang plan --hours 768`: the whole month is planned.)
     ev, res = declare(sessions, kind=EventKind.LOCKDOWN, region_codes=["230183"], starts_at=now,
-                      ends_at=L(2027, 1, 1), now=now, policies=POL, by="staff:1")
+                      ends_at=L(2027, 1, 1), now=now, policies=POL, by="staff:1", horizon=timedelta(days=32))
     assert res.cancelled >= 1
     # Doubled, not doubled + 1: the monthly slot is superseded by two half-month slots.
     assert _open_routine(sessions, g, *dec) == {"R:H2026-12-1", "R:H2026-12-2"}
@@ -100,7 +103,39 @@ def test_lockdown_doubles_routine_calls_instead_of_adding_to_them(sessions, town
         f"R:W2026-{w}{half}" for w in (50, 51, 52, 53) for half in "ab"}
 
     # Lifting the lockdown early brings the monthly slot back (same row) and drops the extra ones.
-    end_event(sessions, ev, now=L(2026, 12, 2, 0), policies=POL, by="staff:1")
+    end_event(sessions, ev, now=L(2026, 12, 2, 0), policies=POL, by="staff:1", horizon=timedelta(days=32))
     assert _open_routine(sessions, g, *dec) == {"R:M2026-12"}
     assert _open_routine(sessions, h, L(2026, 12, 2), dec[1]) == {
         s for s in before_high if rows(sessions, h, "routine")[s].due_at >= L(2026, 12, 2)}
+
+
+def _open_surge(sessions: sessionmaker[Session], elder: int) -> dict[str, datetime]:
+    return {slot: c.due_at for slot, c in rows(sessions, elder, "surge").items() if c.status in OPEN}
+
+
+def test_event_calls_are_written_within_the_horizon_and_later_days_by_the_ticks(sessions, town) -> None:
+    """A re-plan writes calls only within the rolling 48 h horizon (a long event costs two days of
+    calls at once); the tick plans each later day while the event is active; ending the event early
+    cancels what was planned beyond its new end, and reconciles routine calls over the whole event."""
+    g, h = town["general"], town["high"]
+    now = L(2026, 12, 3, 7, 30)
+    plan_range(sessions, now, L(2027, 1, 1), now, POL)  # routine calls for the month exist already
+    assert _open_routine(sessions, h, L(2026, 12, 3), L(2026, 12, 14)) == {"R:W2026-49", "R:W2026-50"}
+    ev = cold_wave(sessions, L(2026, 12, 3, 8), L(2026, 12, 14), now, "寒潮十日")
+    first = _open_surge(sessions, g)
+    assert set(first) == {"X:D2026-12-03", "X:D2026-12-04"} and max(first.values()) < now + timedelta(hours=48)
+    assert {"X:D2026-12-03pm", "X:D2026-12-04pm"} <= set(_open_surge(sessions, h))
+    # Superseded routine calls are cancelled over the whole event, also beyond the horizon (the
+    # high-risk elder's weekly call of week 50 falls on a surge day).
+    assert _open_routine(sessions, h, L(2026, 12, 3), L(2026, 12, 14)) == set()
+    for day in (4, 5, 6):
+        tick(sessions, L(2026, 12, day, 7, 0), POL)
+        assert f"X:D2026-12-{day + 1:02d}" in _open_surge(sessions, g)
+    assert "X:D2026-12-08" not in _open_surge(sessions, g)
+    # Lifted early on the 6th at noon: the 7th's calls (planned by the tick) are cancelled, the
+    # routine calls after the end come back through the reconcile and the ticks.
+    end_event(sessions, ev, now=L(2026, 12, 6, 12), policies=POL, by="staff:7")
+    after = _open_surge(sessions, g)
+    assert "X:D2026-12-07" not in after and max(after.values()) < L(2026, 12, 7)
+    assert rows(sessions, g, "surge")["X:D2026-12-07"].status is CheckInStatus.CANCELLED
+    assert _open_routine(sessions, h, L(2026, 12, 7), L(2026, 12, 14)) == {"R:W2026-50"}
