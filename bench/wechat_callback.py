@@ -1,8 +1,9 @@
 """Safe-mode /wechat callback: requests/s (closed loop) and p99 latency at a fixed 500 requests/s.
 
-    .venv/bin/python bench/wechat_callback.py [--rate 500] [--seconds 10] [--db-url URL]
+    .venv/bin/python bench/wechat_callback.py [--rate 500] [--seconds 10] [--db-url URL] [--workers N]
 
-The callback server runs in its own process (``--serve``, SQLite file by default); this process
+The callback server runs in its own process (``--serve``, SQLite file by default; ``--workers N``
+runs N of them on one port with SO_REUSEPORT, as ``tanfang serve --workers N`` does); this process
 builds signed, AES-encrypted messages with the WeChat simulator beforehand and then sends them
 open-loop at ``--rate`` (each a new MsgId, half of them from bound family members asking
 "最近怎么样", half from strangers). Target: p99 ≤ 20 ms at 500 requests/s on 2 cores.
@@ -51,15 +52,16 @@ def serve(args: argparse.Namespace) -> None:
     if os.environ.get("SWITCH"):
         sys.setswitchinterval(float(os.environ["SWITCH"]))
     engine = make_engine(args.db_url)
-    upgrade(engine)
-    vault = Vault(generate_secret())
-    world = seed(engine, vault)
-    now = datetime.now(UTC)
-    with write_session(engine) as s:
-        for i in range(FAMILY):
-            s.add(WechatBinding(openid=f"o_fam_{i}", role="family", elder_id=world.elder_id,
-                                contact_id=world.contact_id, consent_at=now, consent_text="同意", bound_at=now))
-            s.add(WechatFollower(openid=f"o_fam_{i}", subscribed=True, failed_code_attempts=0))
+    vault = Vault(args.vault_key or generate_secret())
+    if not args.no_seed:  # the first worker creates the schema and the family; the others share it
+        upgrade(engine)
+        world = seed(engine, vault)
+        now = datetime.now(UTC)
+        with write_session(engine) as s:
+            for i in range(FAMILY):
+                s.add(WechatBinding(openid=f"o_fam_{i}", role="family", elder_id=world.elder_id,
+                                    contact_id=world.contact_id, consent_at=now, consent_text="同意", bound_at=now))
+                s.add(WechatFollower(openid=f"o_fam_{i}", subscribed=True, failed_code_attempts=0))
 
     def utc() -> datetime:
         return datetime.now(UTC)
@@ -74,10 +76,11 @@ def serve(args: argparse.Namespace) -> None:
 
         prof = cProfile.Profile()
         prof.enable()
-    web.run_app(app, host="127.0.0.1", port=args.port, print=lambda *_: print("READY", flush=True), access_log=None)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=lambda *_: print("READY", flush=True), access_log=None,
+                reuse_port=args.workers > 1)
     if prof is not None:
         prof.disable()
-        prof.dump_stats(os.environ["PROFILE"])
+        prof.dump_stats(os.environ["PROFILE"] + (f".{os.getpid()}" if args.workers > 1 else ""))
 
 
 def build(sim: WechatServerSim, n: int) -> list[tuple[dict[str, str], bytes]]:
@@ -147,6 +150,9 @@ def main() -> None:
     ap.add_argument("--token", default="")
     ap.add_argument("--aes-key", default="")
     ap.add_argument("--db-url", default="")
+    ap.add_argument("--workers", type=int, default=1, help="server processes on one port (SO_REUSEPORT)")
+    ap.add_argument("--no-seed", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--vault-key", default="", help=argparse.SUPPRESS)
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
@@ -173,15 +179,26 @@ def main() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--port", str(port), "--token", token, "--aes-key", aes, "--db-url", db_url],
-        stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).resolve().parent.parent),
-    )
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
+    from storage.crypto import generate_secret
+
+    vault_key = generate_secret()
+    servers: list[subprocess.Popen[str]] = []
+
+    def start(seed: bool) -> None:
+        cmd = [sys.executable, __file__, "--serve", "--port", str(port), "--token", token, "--aes-key", aes,
+               "--db-url", db_url, "--workers", str(args.workers), "--vault-key", vault_key]
+        proc = subprocess.Popen(cmd + ([] if seed else ["--no-seed"]), stdout=subprocess.PIPE, text=True,
+                                cwd=str(Path(__file__).resolve().parent.parent))
+        servers.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
         if "READY" not in line:
             raise SystemExit(f"server did not start: {line!r}")
+
+    try:
+        start(seed=True)
+        for _ in range(args.workers - 1):
+            start(seed=False)
         url = f"http://127.0.0.1:{port}/wechat"
         sim = WechatServerSim(token, APPID, aes, "safe")
         n_open = int(args.rate * args.seconds)
@@ -190,18 +207,23 @@ def main() -> None:
         opened = build(sim, n_open + 3300)[3300:]
         import psutil
 
-        proc = psutil.Process(server.pid)
-        asyncio.run(closed_loop(url, warm, 8))
-        cpu0 = proc.cpu_times()
+        procs = [psutil.Process(p.pid) for p in servers]
+
+        def cpu() -> float:  # seconds, all server processes
+            return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+        asyncio.run(closed_loop(url, warm, 8 * args.workers))
+        cpu0 = cpu()
         rps = asyncio.run(closed_loop(url, closed, 16))
-        cpu1 = proc.cpu_times()
+        cpu1 = cpu()
         lat, errors = asyncio.run(open_loop(url, opened, args.rate, sim))
-        cpu2 = proc.cpu_times()
-        cpu_closed = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / len(closed) * 1000
-        cpu_open = (cpu2.user + cpu2.system - cpu1.user - cpu1.system) / len(opened) * 1000
+        cpu2 = cpu()
+        cpu_closed = (cpu1 - cpu0) / len(closed) * 1000
+        cpu_open = (cpu2 - cpu1) / len(opened) * 1000
         ms = [x * 1000 for x in lat]
         backend = "postgresql" if db_url.startswith("postgres") else "sqlite"
-        print(f"wechat_callback safe mode ({backend}, server pid {server.pid}, {os.cpu_count()} cores)")
+        print(f"wechat_callback safe mode ({backend}, {args.workers} server process(es) "
+              f"{' '.join(str(p.pid) for p in servers)}, {os.cpu_count()} cores)")
         print(f"machine load average (1 min) {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
               "(figures below are only meaningful on an otherwise idle machine)")
         print(f"closed loop (16 concurrent): {rps:.0f} requests/s; server CPU {cpu_closed:.2f} ms/request "
@@ -211,11 +233,13 @@ def main() -> None:
               f"server CPU {cpu_open:.2f} ms/request")
         print(f"target p99 <= 20 ms: {'MET' if pct(ms, 99) <= 20 else 'NOT MET'}")
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for server in servers:
+            server.send_signal(signal.SIGINT)
+        for server in servers:
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
         if schema is not None:
             with make_engine(base_url).begin() as conn:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
