@@ -12,6 +12,14 @@ each frame's nominal 20 ms slot time, so a recorder lays the prompt out without 
 Incoming: decoded 8 kHz PCM :class:`AudioFrame` and :class:`DtmfDigit` items, in arrival order,
 from :meth:`RtpSession.frames` / :meth:`RtpSession.get`. Digits are queued the moment their first
 end packet arrives, also while a prompt plays; the two end-packet retransmissions are dropped.
+
+Only the far end negotiated in SDP is heard: a packet must come from the ``c=`` address, and the
+first valid RTP packet from that address latches its source port (symmetric RTP: a NAT'd trunk may
+send from another port than its ``m=`` line); a packet from the exact SDP address and port always
+takes the latch over. Everything else (another host, another port once latched, anything before
+the SDP is known beyond a short buffer) is dropped unparsed and counted in ``packets_foreign``, so
+whoever learns a live call's RTP port cannot inject audio or a key press. A re-INVITE that moves
+the media resets the latch. Drops are logged once per call, when the session closes.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ DEFAULT_DTMF_PT = 101
 _SILENCE = bytes(FRAME_BYTES)
 _HEADER = struct.Struct("!BBHII")
 _MAX_QUEUED_FRAMES = 3000  # 60 s of audio: an absent consumer cannot grow memory without bound
+_MAX_EARLY_PACKETS = 16  # 320 ms: media that beat the SDP answer through our event loop
 
 
 class MediaDirection(enum.StrEnum):
@@ -116,6 +125,9 @@ class RtpSession:
         self._rtcp = rtcp
         self._loop = asyncio.get_running_loop()
         self.remote: tuple[str, int] | None = None
+        self.source: tuple[str, int] | None = None  # the latched far-end source (see the module doc)
+        self._early: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque(maxlen=_MAX_EARLY_PACKETS)
+        self._first_foreign: tuple[str, int] | None = None
         self.payload_type = PCMU
         self.dtmf_payload_type = DEFAULT_DTMF_PT
         self._codec: Codec = get_codec(PCMU)
@@ -142,6 +154,7 @@ class RtpSession:
         self.packets_received = 0
         self.frames_lost = 0
         self.frames_dropped = 0
+        self.packets_foreign = 0  # dropped: not from the far end negotiated in SDP
         self.max_send_lateness_s = 0.0  # worst delay of a prompt frame behind its 20 ms slot
 
     @classmethod
@@ -171,13 +184,25 @@ class RtpSession:
 
     # ---- negotiation -------------------------------------------------------------------
     def set_remote(self, addr: tuple[str, int], payload_type: int, dtmf_payload_type: int | None) -> None:
-        """Point the stream at the far end's ``c=``/``m=`` address with the negotiated codec."""
+        """Point the stream at the far end's ``c=``/``m=`` address with the negotiated codec.
+
+        From now on only packets from ``addr``'s host are heard (the source port latches on the
+        first one); a new address (a re-INVITE moving the media) drops the latch.
+        """
         if payload_type not in self._decoders:
             raise ValueError(f"unsupported payload type {payload_type} (only PCMU 0 / PCMA 8)")
+        if addr != self.remote:
+            self.source = None
+        first = self.remote is None
         self.remote = addr
         self.payload_type = payload_type
         self._codec = self._decoders[payload_type]
         self.dtmf_payload_type = dtmf_payload_type if dtmf_payload_type is not None else -1
+        if first and self._early:
+            early = list(self._early)
+            self._early.clear()
+            for data, source in early:
+                self._on_datagram(data, source)
 
     # ---- sinks -------------------------------------------------------------------------
     def add_sink(self, sink: MediaSink) -> None:
@@ -199,12 +224,25 @@ class RtpSession:
 
     # ---- receive path --------------------------------------------------------------------
     def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.closed.is_set() or len(data) < 12 or is_rtcp(data):
+        if self.closed.is_set():
+            return
+        remote = self.remote
+        if remote is None:  # the far end answered and sent media before we processed its SDP
+            if len(self._early) == self._early.maxlen:
+                self._foreign(self._early[0][1])
+            self._early.append((data, addr))
+            return
+        if addr != self.source and (addr[0] != remote[0] or (self.source is not None and addr != remote)):
+            self._foreign(addr)  # another host, or another port of the far end's host once latched
+            return
+        if len(data) < 12 or is_rtcp(data):
             return
         try:
             packet = RtpPacket.parse(data)
         except ValueError:
             return
+        if addr != self.source:
+            self.source = addr  # first valid packet from the SDP host, or the exact SDP address
         self.packets_received += 1
         if packet.ssrc != self._remote_ssrc:
             self._remote_ssrc = packet.ssrc
@@ -220,6 +258,11 @@ class RtpSession:
         _, jf = self._jitter.add(packet)
         if jf is not None:
             self._deliver_audio(jf.data, jf.timestamp, jf.lost, packet.payload_type)
+
+    def _foreign(self, addr: tuple[str, int]) -> None:
+        self.packets_foreign += 1
+        if self._first_foreign is None:
+            self._first_foreign = addr
 
     def _deliver_audio(self, payload: bytes, ts: int, lost: int, pt: int | None = None) -> None:
         codec = self._decoders.get(pt if pt is not None else self.payload_type, self._codec)
@@ -412,6 +455,16 @@ class RtpSession:
             return
         self.closed.set()
         self._wake_getters()
+        self.packets_foreign += len(self._early)  # never negotiated: nobody to hear them from
+        if self._first_foreign is None and self._early:
+            self._first_foreign = self._early[0][1]
+        self._early.clear()
+        if self.packets_foreign:
+            first = self._first_foreign or ("?", 0)
+            logger.warning("RTP port %s dropped %d packets not from the negotiated far end %s (first from %s:%s)",
+                           self.local_port, self.packets_foreign,
+                           f"{self.remote[0]}:{self.remote[1]}" if self.remote else "(none negotiated)",
+                           first[0], first[1], extra={"action": "rtp_foreign_dropped"})
         if self._playback is not None:
             MediaClock.for_loop(self._loop).stop(self._playback, False)
         for ep in (self._rtp, self._rtcp):
@@ -422,5 +475,6 @@ class RtpSession:
     def stats(self) -> dict[str, int]:
         return {"packets_sent": self.packets_sent, "packets_received": self.packets_received,
                 "frames_lost": self.frames_lost, "frames_dropped": self.frames_dropped,
+                "packets_foreign": self.packets_foreign,
                 "max_send_lateness_ms": round(self.max_send_lateness_s * 1000)}
 

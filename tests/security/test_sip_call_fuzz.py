@@ -1,17 +1,22 @@
 """Fuzzing the dialer's SIP and RTP sockets DURING a live check-in call (issue #9 item 5).
 
 The real dialer (queue claim → ``CallRunner`` → conversation → ``CallAttempt``) calls an elder
-through the real UA; the in-process fast peer answers and then stays silent on the line. While the
-call is up we throw at the UA's SIP socket (a) targeted forgeries that carry the live call's Call-ID
-(BYE / CANCEL with wrong or missing tags, re-INVITEs with junk SDP, INFO, responses with wrong
-branch/CSeq, huge/negative Content-Length, truncated headers, non-UTF-8, compact headers, Via ports
-out of range), then (b) hypothesis-generated random bytes and SIP-shaped messages, and junk RTP at
-the call's media port. Then the peer sends its proper BYE.
+through the real UA; the in-process fast peer answers, sends a few frames of silence from the RTP
+address its SDP announced, and then stays silent on the line. While the call is up we throw at the
+UA's SIP socket (a) targeted forgeries that carry the live call's Call-ID (BYE / CANCEL with wrong
+or missing tags, re-INVITEs with junk SDP, INFO, responses with wrong branch/CSeq, huge/negative
+Content-Length, truncated headers, non-UTF-8, compact headers, Via ports out of range), then
+(b) hypothesis-generated random bytes and SIP-shaped messages, and junk RTP at the call's media
+port, then (c) complete forged key presses (RFC 4733 events with the callee's SSRC, and in-band
+DTMF tones) from another port of the callee's host and from another host (127.0.0.2). Then the
+peer sends its proper BYE.
 
 Asserted: the call survived every forgery (no BYE from us, still one active call), the UA still
-answers OPTIONS, the proper BYE ended it, exactly one ``CallAttempt`` (answered, 200, no digits
-invented by the junk, outcome "unreached" as nobody answered a question), no exception reached the
-event loop's handler, no ERROR log with a traceback, and no 500 among the fuzzer's answers.
+answers OPTIONS, no forged key press was heard (the call is still at its first question, its RTP
+session counted the forged packets as foreign and logged that once), the proper BYE ended it,
+exactly one ``CallAttempt`` (answered, 200, no digits, outcome "unreached" as nobody answered a
+question), no exception reached the event loop's handler, no ERROR log with a traceback, and no
+500 among the fuzzer's answers.
 
 The UA is configured for UDP (the dialer's default); it does not listen on TCP then.
 """
@@ -29,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiortp import RtpPacket
 from aiortp.dtmf import DtmfEvent
 from aiosipua.message import SipMessage, SipRequest, SipResponse
 from hypothesis import HealthCheck, Phase, given, settings
@@ -42,6 +46,8 @@ from dialogs.script import load_scripts
 from ivr.call import CallRunner, RunnerConfig
 from ivr.dialer import Dialer, DialerConfig
 from ivr.dialplan import DialPlan
+from ivr.media.dtmf import generate_dtmf
+from ivr.media.g711 import ulaw_encode
 from ivr.sip import SipConfig, UserAgent
 from ivr.sip.messages import tag_of, top_branch
 from ivr.testing.fastpeer import Answer, Behaviour, FastPeer, _Dialog
@@ -60,15 +66,32 @@ NUMBER = "13800000001"
 DTMF_PT = 101
 
 
+PEER_SSRC = 0x5EED
+
+
 @dataclass
 class HeldPeer(FastPeer):
-    """The fast peer, but the callee hangs up only when ``release`` is set; logs what we send it."""
+    """The fast peer, but the callee hangs up only when ``release`` is set; logs what we send it.
+
+    Its SDP answer announces ``rtp`` (a real socket on 127.0.0.1), and on the ACK it sends a few
+    frames of µ-law silence from there, as a phone picking up does.
+    """
 
     release: asyncio.Event = field(default_factory=asyncio.Event)
     requests: list[SipRequest] = field(default_factory=list)
     invite: SipRequest | None = None
     to_tag: str | None = None
     acked: asyncio.Event = field(default_factory=asyncio.Event)
+    rtp: socket.socket = field(default_factory=lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+
+    def __post_init__(self) -> None:
+        self.rtp.bind(("127.0.0.1", 0))
+        self.rtp.setblocking(False)
+
+    @property
+    def rtp_addr(self) -> tuple[str, int]:
+        host, port = self.rtp.getsockname()
+        return str(host), int(port)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         with contextlib.suppress(Exception):
@@ -77,14 +100,27 @@ class HeldPeer(FastPeer):
                 self.requests.append(msg)
                 if msg.method == "INVITE" and self.invite is None:
                     self.invite = msg
-                if msg.method == "ACK":
+                if msg.method == "ACK" and not self.acked.is_set():
                     self.acked.set()
+                    self._pick_up_noise()
         super().datagram_received(data, addr)
+
+    def _pick_up_noise(self) -> None:
+        assert self.invite is not None
+        ua_rtp = ("127.0.0.1", _m_port(self.invite))
+        for i in range(5):
+            self.rtp.sendto(_rtp_packet(0, 1 + i, 160 * i, b"\xff" * 160, PEER_SSRC), ua_rtp)
 
     def _send(self, msg: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
         if isinstance(msg, SipResponse) and msg.status_code == 200 and self.to_tag is None:
             self.to_tag = tag_of(msg.headers.get_first("to"))
+        if isinstance(msg, SipResponse) and b"m=audio 9 " in msg.body:  # announce the real RTP socket
+            msg.body = msg.body.replace(b"m=audio 9 ", f"m=audio {self.rtp_addr[1]} ".encode())
         super()._send(msg, addr)
+
+    def close(self) -> None:
+        super().close()
+        self.rtp.close()
 
     async def _hang_up_later(self, d: _Dialog) -> None:
         await self.release.wait()
@@ -257,28 +293,47 @@ def sipish(live: Live) -> st.SearchStrategy[bytes]:
         st.binary(max_size=80), st.booleans())
 
 
+def _rtp_packet(pt: int, seq: int, ts: int, payload: bytes, ssrc: int, marker: bool = False) -> bytes:
+    return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+
+
+def _m_port(msg: SipMessage) -> int:
+    return int(next(line for line in msg.body.decode().splitlines() if line.startswith("m=audio")).split()[1])
+
+
 def rtp_junk() -> st.SearchStrategy[bytes]:
-    """Random bytes and RTP-shaped packets with odd headers (never a complete RFC 4733 key press)."""
+    """Random bytes and RTP-shaped packets with odd headers (may be a complete RFC 4733 key press)."""
     shaped = st.builds(
         lambda first, pt, marker, seq, ts, ssrc, payload: struct.pack(
             "!BBHII", first, (marker << 7) | pt, seq, ts, ssrc) + payload,
         st.integers(0, 255), st.sampled_from([0, 8, 13, 96, 127, DTMF_PT]), st.integers(0, 1),
         st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF), st.integers(0, 0xFFFFFFFF), st.binary(max_size=24))
-    return st.one_of(st.binary(max_size=200), shaped).filter(_no_key_press)
+    return st.one_of(st.binary(max_size=200), shaped)
 
 
-def _no_key_press(data: bytes) -> bool:
-    try:
-        packet = RtpPacket.parse(data)
-    except Exception:  # unparsable: the session drops it too
-        return True
-    if packet.payload_type != DTMF_PT:
-        return True
-    try:
-        event = DtmfEvent.parse(packet.payload)
-    except Exception:
-        return True
-    return not (event.end and event.event <= 15)
+def forged_key_presses(ua_rtp: tuple[str, int], socks: list[socket.socket]) -> int:
+    """Complete key presses from each socket: RFC 4733 events (updates + the end packet three times,
+    the callee's SSRC, fresh timestamps) for 1, 2 and 9, then 300 ms of in-band DTMF "1" as µ-law
+    frames, then the same RFC 4733 press again. Returns how many packets were sent."""
+    sent = 0
+    for n, sock in enumerate(socks):
+        seq, ts = 30_000 + 1000 * n, 8_000_000 + 800_000 * n
+        for digit in (1, 2, 9):
+            for i, dur in enumerate((160, 320, 480)):
+                sock.sendto(_rtp_packet(DTMF_PT, seq, ts, DtmfEvent(digit, False, 10, dur).serialize(), PEER_SSRC,
+                                        marker=i == 0), ua_rtp)
+                seq += 1
+            for _ in range(3):
+                sock.sendto(_rtp_packet(DTMF_PT, seq, ts, DtmfEvent(digit, True, 10, 640).serialize(), PEER_SSRC),
+                            ua_rtp)
+                seq += 1
+            ts += 800
+            sent += 6
+        tone = ulaw_encode(generate_dtmf("1", 300))
+        for i in range(0, len(tone), 160):
+            sock.sendto(_rtp_packet(0, seq, ts, tone[i:i + 160], PEER_SSRC, marker=i == 0), ua_rtp)
+            seq, ts, sent = seq + 1, ts + 160, sent + 1
+    return sent
 
 
 def _drain(sock: socket.socket, into: list[bytes]) -> None:
@@ -339,9 +394,8 @@ async def _until(cond: Any, timeout_s: float) -> None:
 def _live(peer: HeldPeer, ua: UserAgent) -> Live:
     invite = peer.invite
     assert invite is not None and peer.to_tag is not None
-    m_line = next(line for line in invite.body.decode().splitlines() if line.startswith("m=audio"))
     return Live(call_id=invite.call_id or "", our_tag=tag_of(invite.headers.get_first("from")) or "",
-                peer_tag=peer.to_tag, ua_port=ua.port, rtp_port=int(m_line.split()[1]),
+                peer_tag=peer.to_tag, ua_port=ua.port, rtp_port=_m_port(invite),
                 invite_branch=top_branch(invite) or "", our_from=invite.headers.get_first("from") or "",
                 peer_to=invite.headers.get_first("to") or "")
 
@@ -380,16 +434,24 @@ async def test_fuzzing_a_live_call_never_crashes_the_dialer(db: sessionmaker[Ses
     try:
         await _until(lambda: peer.acked.is_set() and ua.active_calls == 1 and prompts.started, 60)
         live = _live(peer, ua)
+        [call] = ua._calls.values()
+        await _until(lambda: call.media.source == peer.rtp_addr, 10)  # the callee's media is heard
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sip_sock, \
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp_sock:
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp_sock, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_host:
             sip_sock.bind(("127.0.0.1", 0))
+            rtp_sock.bind(("127.0.0.1", 0))  # the callee's host, another port
+            other_host.bind(("127.0.0.2", 0))
             sent = await asyncio.to_thread(fuzz, live, sip_sock, rtp_sock, answers)
+            forged = await asyncio.to_thread(forged_key_presses, ("127.0.0.1", live.rtp_port), [rtp_sock, other_host])
             await asyncio.sleep(0.5)
             _drain(sip_sock, answers)
         # the call survived: we never sent BYE, it is still live, and the UA still answers
         assert peer.sent_by_us("BYE") == 0
         assert ua.active_calls == 1 and not dialer.stats.settled
         assert prompts.started[-1] == "q.identity"  # still at the first question: nothing was "pressed"
+        assert call.media.source == peer.rtp_addr
+        assert call.media.packets_foreign >= forged  # every forged key press (and the RTP junk) dropped
         assert await options_answered(ua.port)
         # the callee's proper BYE ends it
         peer.release.set()
@@ -407,9 +469,11 @@ async def test_fuzzing_a_live_call_never_crashes_the_dialer(db: sessionmaker[Ses
         assert len(attempts) == 1
         [attempt] = attempts
         assert attempt.result == "answered" and attempt.sip_status == 200 and not attempt.trunk_failure
-        assert not attempt.digits  # no key press was invented by RTP junk or SIP INFO
+        assert not attempt.digits  # no key press was invented by forged RTP, RTP junk or SIP INFO
         assert attempt.outcome is Outcome.UNREACHED  # answered, but no question was answered before the hang-up
     assert loop_errors == []
+    foreign = [r for r in caplog.records if getattr(r, "action", None) == "rtp_foreign_dropped"]
+    assert len(foreign) == 1 and "127.0.0.1" in foreign[0].getMessage()  # once per call, not per packet
     tracebacks = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert tracebacks == [], [r.getMessage() for r in tracebacks]
     statuses = [a.split(b" ", 2)[1] for a in answers if a.startswith(b"SIP/2.0 ")]
@@ -417,4 +481,5 @@ async def test_fuzzing_a_live_call_never_crashes_the_dialer(db: sessionmaker[Ses
     assert {b"200", b"481", b"488"} <= set(statuses)  # in-dialog OPTIONS/INFO, forged BYEs, junk SDP
     assert all(s == b"501" for s in statuses if s.startswith(b"5"))  # only "Not Implemented" for unknown methods
     print(f"\nSIP/RTP fuzz during a live call: {sent} datagrams sent, {len(answers)} answers "
-          f"({', '.join(sorted({s.decode() for s in statuses}))}); call ended by the callee's BYE")
+          f"({', '.join(sorted({s.decode() for s in statuses}))}); {forged} forged key-press packets, "
+          f"{call.media.packets_foreign} RTP packets dropped as foreign; call ended by the callee's BYE")
