@@ -20,18 +20,20 @@ logger = logging.getLogger(__name__)
 
 
 class _UnparsableFilter(logging.Filter):
-    """aiosipua logs a WARNING with a full traceback for every datagram it cannot parse, so a junk
-    flood would become a log flood. Keep the first line of such a warning, without the traceback,
-    at most once per ``every_s`` and say how many were left out."""
+    """aiosipua logs a WARNING with a full traceback for every datagram it cannot parse (and one for
+    every body that does not match its Content-Length), so a junk flood would become a log flood.
+    Keep the first line of such a warning, without the traceback, at most once per ``every_s`` and
+    say how many were left out."""
 
-    def __init__(self, every_s: float = 60.0) -> None:
+    def __init__(self, every_s: float = 60.0, prefixes: tuple[str, ...] = ("Failed to parse SIP message",)) -> None:
         super().__init__()
         self.every_s = every_s
+        self.prefixes = prefixes
         self._last = -every_s
         self.suppressed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith("Failed to parse SIP message"):
+        if not str(record.msg).startswith(self.prefixes):
             return True
         record.exc_info = None
         record.exc_text = None
@@ -48,6 +50,9 @@ class _UnparsableFilter(logging.Filter):
 
 unparsable_filter = _UnparsableFilter()
 logging.getLogger("aiosipua.transport").addFilter(unparsable_filter)
+content_length_filter = _UnparsableFilter(prefixes=("Body shorter than Content-Length",
+                                                    "Body longer than Content-Length"))
+logging.getLogger("aiosipua.message").addFilter(content_length_filter)
 
 Handler = Callable[[SipRequest | SipResponse, tuple[str, int]], None]
 

@@ -199,6 +199,9 @@ class UserAgent:
 
     # ---- what arrives ----------------------------------------------------------------------
     def _on_message(self, msg: SipRequest | SipResponse, source: tuple[str, int]) -> None:
+        if not self.transport.reliable and not _body_complete(msg):
+            self._on_truncated(msg, source)
+            return
         if isinstance(msg, SipResponse):
             if not self.transactions.dispatch(msg):
                 logger.debug("stray response %s", msg.status_code, extra={"action": "sip_stray_response"})
@@ -206,6 +209,20 @@ class UserAgent:
         if missing_required_headers(msg) or cseq_of(msg) is None:
             return  # §8.2: not even worth a 400 when Via may be missing
         task = asyncio.ensure_future(self._on_request(msg, source))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_truncated(self, msg: SipRequest | SipResponse, source: tuple[str, int]) -> None:
+        """A datagram whose body is shorter than its Content-Length (RFC 3261 §18.3): a response is
+        discarded, a request answered 400 (ACK, and a request too broken to answer, dropped)."""
+        logger.debug("datagram from %s:%s shorter than its Content-Length (%s)", source[0], source[1],
+                     msg.headers.get_first("content-length"), extra={"action": "sip_truncated_body"})
+        if isinstance(msg, SipResponse) or msg.method.upper() == "ACK":
+            return
+        if missing_required_headers(msg) or cseq_of(msg) is None:
+            return
+        resp = make_response(msg, 400, "Bad Request (body shorter than Content-Length)", to_tag=new_tag())
+        task = asyncio.ensure_future(self.transport.reply(resp, source))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -255,3 +272,16 @@ class UserAgent:
         self._recent[key] = resp
         while len(self._recent) > 512:
             self._recent.popitem(last=False)
+
+
+def _body_complete(msg: SipRequest | SipResponse) -> bool:
+    """False when the Content-Length says more bytes than the datagram carried, or is not a number
+    (``1*DIGIT``, RFC 3261 §20.14): such a message was cut short or is forged. No header: the body
+    is the rest of the datagram (§18.3). aiosipua already trims a body longer than declared."""
+    raw = msg.headers.get_first("content-length")
+    if raw is None:
+        return True
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit():
+        return False
+    return len(raw) <= 10 and int(raw) <= len(msg.body)

@@ -11,6 +11,7 @@ import logging
 import pytest
 
 from ivr.sip import CallState, SipConfig, UserAgent
+from ivr.sip.messages import make_response
 from ivr.sip.sdp import SdpError, build_sdp, parse_remote
 from ivr.sip.transport import unparsable_filter
 from tests.unit.sip.fake_peer import SDP, FakePeer
@@ -114,3 +115,66 @@ async def test_junk_flood_is_not_a_traceback_flood(ua: UserAgent, peer: FakePeer
     assert len(records) <= 1 and all(r.exc_info is None and r.exc_text is None for r in records)
     # the 30 datagrams: one line (the counter restarts after it) or all counted as left out
     assert unparsable_filter.suppressed == (29 if records else before + 30)
+
+
+def _short_body(msg: bytes, missing: int = 40) -> bytes:
+    """``msg`` with a Content-Length ``missing`` bytes larger than its body (a cut-short datagram)."""
+    head, _, body = msg.partition(b"\r\n\r\n")
+    lines = [ln for ln in head.split(b"\r\n") if not ln.lower().startswith(b"content-length:")]
+    return b"\r\n".join([*lines, b"Content-Length: %d" % (len(body) + missing)]) + b"\r\n\r\n" + body
+
+
+async def test_udp_request_shorter_than_its_content_length_gets_400_and_is_not_processed(
+        ua: UserAgent, peer: FakePeer, caplog: pytest.LogCaptureFixture) -> None:
+    """RFC 3261 §18.3: over UDP a request whose body is shorter than Content-Length gets 400."""
+    assert peer.transport is not None
+    caplog.set_level(logging.DEBUG, logger="aiosipua.message")
+    call, invite, _ = await answer(ua, peer)
+    # the callee's own BYE, right tags and all, but cut short: the call must not end
+    bye = in_dialog_request(peer, invite, "BYE", 2, ua, body="x" * 20)
+    peer.transport.sendto(_short_body(bytes(bye)), ("127.0.0.1", ua.port))
+    resp, _ = await peer.expect(status=400)
+    assert resp.cseq is not None and resp.cseq.method == "BYE" and resp.call_id == invite.call_id
+    reinvite = in_dialog_request(peer, invite, "INVITE", 3, ua, body=SDP.format(port=40010))
+    peer.transport.sendto(_short_body(bytes(reinvite), 1), ("127.0.0.1", ua.port))
+    resp, _ = await peer.expect(status=400)
+    assert resp.cseq is not None and resp.cseq.method == "INVITE"
+    assert call.state is CallState.ANSWERED and not call.hung_up.is_set()
+    assert call.media.remote == ("127.0.0.1", 40000)  # the re-INVITE's SDP was not applied
+    for length in ("-1", "abc", "18446744073709551617"):  # not a Content-Length at all
+        opts = _options(ua, peer.port, f"cl{length}").replace(b"Content-Length: 0", f"Content-Length: {length}".encode())
+        peer.transport.sendto(opts, ("127.0.0.1", ua.port))
+        resp, _ = await peer.expect(status=400)
+        assert resp.call_id == f"cl{length}"
+    for i in range(20):  # a flood of them is not a log flood
+        peer.transport.sendto(_short_body(_options(ua, peer.port, f"flood{i}")), ("127.0.0.1", ua.port))
+    # an ACK cut short is dropped (an ACK is never answered); a complete request still works
+    ack = in_dialog_request(peer, invite, "ACK", 3, ua, body="v=0")
+    peer.transport.sendto(_short_body(bytes(ack)), ("127.0.0.1", ua.port))
+    peer.transport.sendto(_options(ua, peer.port, "whole"), ("127.0.0.1", ua.port))
+    ok, _ = await peer.expect(status=200)
+    assert ok.call_id == "whole"
+    assert sum(1 for m in peer.log if getattr(m, "status_code", None) == 400) == 2 + 3 + 20
+    assert len([r for r in caplog.records if r.name == "aiosipua.message"]) <= 1
+    # the complete BYE ends the call
+    peer.send(in_dialog_request(peer, invite, "BYE", 4, ua), ("127.0.0.1", ua.port))
+    await peer.expect(status=200)
+    assert call.hung_up.is_set()
+
+
+async def test_udp_response_shorter_than_its_content_length_is_discarded(ua: UserAgent, peer: FakePeer) -> None:
+    """RFC 3261 §18.3: a cut-short response MUST be discarded; the next complete one is used."""
+    assert peer.transport is not None
+    task = asyncio.create_task(ua.call(peer.uri, ring_timeout_s=5))
+    invite, addr = await peer.expect("INVITE")
+    ok = make_response(invite, 200, "OK", to_tag="peertag")
+    ok.headers.set_single("Contact", f"<sip:elder@127.0.0.1:{peer.port}>")
+    ok.headers.set_single("Content-Type", "application/sdp")
+    ok.body = SDP.format(port=40000).encode()
+    peer.transport.sendto(_short_body(bytes(ok)), addr)
+    await asyncio.sleep(0.3)
+    assert not task.done() and peer.count("ACK") == 0  # not answered by the cut-short 200
+    peer.send(ok, addr)  # the callee's retransmission
+    call = await task
+    assert call.state is CallState.ANSWERED and call.media.remote == ("127.0.0.1", 40000)
+    await peer.expect("ACK")
