@@ -116,19 +116,23 @@ _Hist = dict[int, tuple[datetime | None, int]]
 
 def _raw_batches(
     sessions: sessionmaker[Session], *, region_paths: list[str] | None, elder_ids: list[int] | None, batch: int,
-    history_since: datetime | None,
+    history_since: datetime | None, any_status: bool = False,
 ) -> Iterator[tuple[list[Any], _Hist]]:
     """Active elders as plain rows (id, path, mask, tier, call_windows JSON text, pause_until, consent),
-    ``batch`` at a time in id order (keyset pagination), with each batch's visit history."""
+    ``batch`` at a time in id order (keyset pagination), with each batch's visit history.
+    With ``any_status`` elders of every status, each row ending with the status."""
     last = 0
     while True:
         with sessions() as s:
-            q = (select(Elder.id, Region.path, type_coerce(Elder.categories, Integer),
-                        type_coerce(Elder.risk_tier, String), sa_cast(Elder.call_windows, Text), Elder.pause_until,
-                        type_coerce(Elder.consent_status, String))
-                 .join(Region, Region.id == Elder.region_id)
-                 .where(Elder.status == ElderStatus.ACTIVE, Elder.id > last)
+            cols: list[Any] = [Elder.id, Region.path, type_coerce(Elder.categories, Integer),
+                               type_coerce(Elder.risk_tier, String), sa_cast(Elder.call_windows, Text),
+                               Elder.pause_until, type_coerce(Elder.consent_status, String)]
+            if any_status:
+                cols.append(type_coerce(Elder.status, String))
+            q = (select(*cols).join(Region, Region.id == Elder.region_id).where(Elder.id > last)
                  .order_by(Elder.id).limit(batch))
+            if not any_status:
+                q = q.where(Elder.status == ElderStatus.ACTIVE)
             if region_paths:
                 q = q.where(_region_filter(region_paths))
             if elder_ids is not None:
@@ -311,7 +315,8 @@ class ClassPlanner:
 
     def expand(self, rows: list[Any], hist: _Hist, want_plans: bool = False
                ) -> tuple[list[Any], list[Any], int, list[tuple[int, _Tpl]]]:
-        """(check-in rows, home-task rows, number planned, (elder id, class plan) pairs when asked for).
+        """(check-in rows, home-task rows, number planned, (elder id, class plan) pairs when asked for:
+        one per elder, the plan possibly empty).
 
         Check-in rows are value tuples on SQLite and (elder id, class plan) pairs on PostgreSQL."""
         out: list[Any] = []
@@ -343,7 +348,7 @@ class ClassPlanner:
                     out.append((eid, tpl))
                 else:
                     out.extend([(eid, *t) for t in tpl.params])
-            if want_plans and tpl.plans:
+            if want_plans:  # also an empty plan: a re-plan reconciles the elder's existing calls
                 plans.append((eid, tpl))
             if c.tasks:
                 tasks.extend([(eid, *t) for t in c.tasks])
@@ -514,7 +519,9 @@ def plan_range(
 
     With ``reconcile_surge`` (re-planning after an event changed) open surge and routine
     check-ins in the range that the policy no longer wants are cancelled, and ones the planner
-    itself cancelled earlier that are wanted again are revived (same (elder, slot) row).
+    itself cancelled earlier that are wanted again are revived (same (elder, slot) row). Every
+    elder read is reconciled, also one the policy plans nothing for now (month's visit done,
+    paused, consent withdrawn) or no longer active.
     With ``insert_until`` only check-ins due before it are written (and counted as planned); the
     whole range is still reconciled.
     """
@@ -527,10 +534,13 @@ def plan_range(
                       insert_until=insert_until)
     history_since = start - timedelta(days=62)
     want_plans = sink is not None or reconcile_surge
-    batches = _raw_batches(sessions, region_paths=region_paths, elder_ids=elder_ids, batch=batch,
-                           history_since=history_since)
+    # A re-plan reads elders of every status: one no longer active gets no calls, so its open
+    # surge/routine calls in the range are cancelled (as for an active elder planned nothing).
+    batches = _split_inactive(_raw_batches(sessions, region_paths=region_paths, elder_ids=elder_ids, batch=batch,
+                                           history_since=history_since, any_status=reconcile_surge),
+                              reconcile_surge)
     if dry_run:
-        for rows, hist in batches:
+        for rows, hist, _gone in batches:
             _out, _tasks, planned, pairs = cp.expand(rows, hist, want_plans)
             result.elders += len(rows)
             result.planned += planned
@@ -545,18 +555,31 @@ def plan_range(
     # a revived row is then skipped by the insert.
     with _Writer(sessions, result, PG_WRITERS if dialect == "postgresql" else 1,
                  reconcile=(now, end) if reconcile_surge else None, pg=dialect == "postgresql") as writer:
-        for rows, hist in batches:
+        for rows, hist, gone in batches:
             out, tasks, planned, pairs = cp.expand(rows, hist, want_plans)
             result.elders += len(rows)
             result.planned += planned
             if sink is not None:
                 for p in _materialise(pairs):
                     sink(p)
-            if out or tasks or (reconcile_surge and pairs):
-                writer.put(out, tasks, pairs if reconcile_surge else [])
+            if out or tasks or (reconcile_surge and (pairs or gone)):
+                writer.put(out, tasks, pairs + gone if reconcile_surge else [])
     result.seconds = _time.perf_counter() - t0
     log.debug("planned with %d class plans", cp.builds, extra={"action": "plan_classes"})
     return result
+
+
+_NO_PLAN = _Tpl([], [])
+
+
+def _split_inactive(batches: Iterator[tuple[list[Any], _Hist]], split: bool
+                    ) -> Iterator[tuple[list[Any], _Hist, list[tuple[int, _Tpl]]]]:
+    """Per batch: the active elders' rows, the history, and (with ``split``: rows read with
+    ``any_status``) an empty plan for each elder no longer active."""
+    active = ElderStatus.ACTIVE.value
+    for rows, hist in batches:
+        gone = [(r[0], _NO_PLAN) for r in rows if r[7] != active] if split else []
+        yield ([r for r in rows if r[7] == active] if gone else rows), hist, gone
 
 
 SQLITE_CACHE_KIB = 65536

@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import load_policy
 from scheduler.events import declare, end_event
 from scheduler.planner import plan_range, tick
-from scheduler.queue import OPEN, cancel, write_session
+from scheduler.queue import OPEN, cancel, claim, complete, release, write_session
 from scheduler.windows import LOCAL_TZ
-from storage.enums import Category, CheckInStatus, EventKind
-from storage.models import CheckIn, CheckInTransition
+from storage.enums import Category, CheckInStatus, ConsentStatus, ElderStatus, EventKind, Outcome
+from storage.models import CheckIn, CheckInTransition, Elder
 from tests.integration.scheduler.data import add_elder, make_regions
 
 POL = load_policy()
@@ -139,3 +139,55 @@ def test_event_calls_are_written_within_the_horizon_and_later_days_by_the_ticks(
     assert "X:D2026-12-07" not in after and max(after.values()) < L(2026, 12, 7)
     assert rows(sessions, g, "surge")["X:D2026-12-07"].status is CheckInStatus.CANCELLED
     assert _open_routine(sessions, h, L(2026, 12, 7), L(2026, 12, 14)) == {"R:W2026-50"}
+
+
+def _answer_first_surge_call(sessions: sessionmaker[Session], elder: int) -> None:
+    """The elder answers the event's first call: this month's visit is done (no routine call is owed)."""
+    first = min(_open_surge(sessions, elder).values())
+    with write_session(sessions) as s:
+        got = {c.elder_id: c for c in claim(s, "w1", 10, timedelta(minutes=5), first)}
+        for eid, c in got.items():
+            if eid == elder:
+                complete(s, c.id, worker="w1", version=c.version, outcome=Outcome.WELL, now=first + timedelta(minutes=3))
+            else:
+                release(s, c.id, worker="w1", version=c.version, now=first)
+    assert elder in got
+
+
+def _set(sessions: sessionmaker[Session], elder: int, **values: object) -> None:
+    with write_session(sessions) as s:
+        s.execute(update(Elder).where(Elder.id == elder).values(**values))
+
+
+@pytest.mark.parametrize("variant", ["month_done", "paused", "consent_withdrawn", "inactive"])
+def test_ending_an_event_cancels_surge_calls_of_elders_the_policy_plans_nothing_for(sessions, town, variant) -> None:
+    """The re-plan reconciles every covered elder with open calls, also one the policy now plans
+    nothing for (this month's visit done, paused, no automated calls at all): otherwise the ended
+    event's daily calls would go on."""
+    g = town["general"]
+    ev = cold_wave(sessions, L(2026, 12, 3, 8), L(2026, 12, 14), L(2026, 12, 3, 7, 30), "寒潮十日")
+    if variant == "month_done":
+        _answer_first_surge_call(sessions, g)
+    for day in (4, 5, 6):
+        tick(sessions, L(2026, 12, day, 7, 0), POL)
+    assert "X:D2026-12-07" in _open_surge(sessions, g)
+    if variant == "paused":  # in hospital until the new year
+        _set(sessions, g, pause_until=L(2027, 1, 1), pause_reason="住院")
+    elif variant == "consent_withdrawn":  # as a ledger import records 否 (open calls left to the planner)
+        _set(sessions, g, consent_status=ConsentStatus.WITHDRAWN)
+    elif variant == "inactive":
+        _set(sessions, g, status=ElderStatus.INACTIVE)
+    end = L(2026, 12, 6, 12)
+    end_event(sessions, ev, now=end, policies=POL, by="staff:7")
+    after = _open_surge(sessions, g)
+    assert {slot for slot, due in after.items() if due >= end} == set(), variant
+    assert rows(sessions, g, "surge")["X:D2026-12-07"].status is CheckInStatus.CANCELLED
+    # The ticks after the end plan nothing for this elder in December (the month's visit is done /
+    # paused / no calls), and the high-risk elder beside them is unaffected.
+    for day in (7, 8):
+        tick(sessions, L(2026, 12, day, 7, 0), POL)
+    with sessions() as s:
+        later = s.scalars(select(CheckIn.slot).where(CheckIn.elder_id == g, CheckIn.due_at >= end,
+                                                     CheckIn.status.in_(OPEN))).all()
+    assert later == []
+    assert "X:D2026-12-07" not in _open_surge(sessions, town["high"])

@@ -53,6 +53,7 @@ def test_class_plans_equal_per_elder_plans(batch, start_days, span_days) -> None
     hist = {e[0]: e[7] for e in batch if e[7] is not None}
     for _ in range(2):  # second round: served from the cache
         out, _tasks, planned, pairs = cp.expand(rows, hist, want_plans=True)
+        assert [e for e, _ in pairs] == [r[0] for r in rows]  # every elder, also one planned nothing
         got = sorted(_materialise(pairs), key=lambda p: (p.elder_id, p.slot))
         want = []
         for i, path, cats, tier, cw, pause, consent, h in batch:
