@@ -77,8 +77,21 @@ def _set_regions(session: Session, ev: SurgeEvent, regions: list[Region]) -> Non
     session.add_all(SurgeEventRegion(event_id=ev.id, region_id=r.id) for r in regions)
 
 
-def _apply(session: Session, alert: CapAlert, now: datetime,
-           old_ends: list[datetime] | None = None) -> tuple[str, int | None, str]:
+def _note_previous(session: Session, events: list[SurgeEvent], old_ends: list[datetime] | None,
+                   old_paths: list[str] | None) -> None:
+    """Record the ends and region paths ``events`` have before this message changes them: the
+    re-plan must reach the days and the regions an update drops (or a cancel ends), not only the
+    event's new ones."""
+    if old_ends is not None:
+        old_ends.extend(ev.ends_at for ev in events)
+    if old_paths is not None and events:
+        old_paths.extend(session.scalars(
+            select(Region.path).join(SurgeEventRegion, SurgeEventRegion.region_id == Region.id)
+            .where(SurgeEventRegion.event_id.in_([ev.id for ev in events]))))
+
+
+def _apply(session: Session, alert: CapAlert, now: datetime, old_ends: list[datetime] | None = None,
+           old_paths: list[str] | None = None) -> tuple[str, int | None, str]:
     if session.scalar(select(SurgeEvent.id).where(SurgeEvent.external_id == alert.identifier)) is not None:
         return "duplicate", None, f"预警 {alert.identifier} 已导入过，忽略"
     referenced = list(session.scalars(select(SurgeEvent).where(SurgeEvent.external_id.in_(alert.references))))
@@ -90,6 +103,7 @@ def _apply(session: Session, alert: CapAlert, now: datetime,
     if alert.msg_type == "Cancel":
         if not referenced:
             return "ignored", None, f"取消消息引用的预警（{', '.join(alert.references) or '无'}）不存在，忽略"
+        _note_previous(session, referenced, old_ends, old_paths)
         for ev in referenced:
             ev.status, ev.status_at, ev.status_note = "cancelled", now, f"预警已解除（{alert.identifier}）"
             ev.history = [*ev.history, entry]
@@ -106,8 +120,7 @@ def _apply(session: Session, alert: CapAlert, now: datetime,
     if ends <= alert.onset:
         raise CapError("expires 早于 onset")
     target = referenced[0] if (alert.msg_type == "Update" and referenced) else None
-    if old_ends is not None:
-        old_ends.extend(ev.ends_at for ev in referenced)
+    _note_previous(session, referenced, old_ends, old_paths)
     if target is None:
         target = SurgeEvent(kind=EventKind.WEATHER, source="cap", external_id=alert.identifier, history=[entry],
                             title="", starts_at=alert.onset, ends_at=ends, created_by=alert.sender or "cap",
@@ -138,13 +151,17 @@ def import_cap(sessions: sessionmaker[Session], data: bytes, now: datetime, poli
     """Apply one CAP message (all or nothing), then re-plan the elders it covers."""
     alert = parse_cap(data)
     old_ends: list[datetime] = []
+    old_paths: list[str] = []
     with write_session(sessions) as s:
-        action, event_id, message = _apply(s, alert, now, old_ends)
+        action, event_id, message = _apply(s, alert, now, old_ends, old_paths)
     log.info("cap %s: %s", action, alert.identifier, extra={"action": f"cap_{action}"})
     plan = None
     if event_id is not None and action in ("created", "updated", "cancelled"):
-        # An update may shorten the alert: re-plan up to its previous end so the extra calls go.
-        plan = replan_event(sessions, event_id, now, policies, horizon=horizon, until=max(old_ends, default=None))
+        # An update may shorten the alert or drop regions, and a message may update, replace or
+        # cancel several alerts: re-plan up to their previous ends, over their previous regions
+        # too, so the calls no longer wanted go and superseded routine calls come back.
+        plan = replan_event(sessions, event_id, now, policies, horizon=horizon, until=max(old_ends, default=None),
+                            previous_paths=old_paths)
     return ImportResult(action, event_id, message, plan)
 
 

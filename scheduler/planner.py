@@ -15,7 +15,7 @@ import math
 import queue
 import threading
 import time as _time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -801,9 +801,18 @@ def tick(sessions: sessionmaker[Session], now: datetime, policies: PolicySet, *,
 REPLAN_MAX = timedelta(days=62)
 
 
+def _broadest(paths: list[str]) -> list[str]:
+    """The distinct paths none of the others contains (a county's townships are under it already)."""
+    kept: list[str] = []
+    for p in sorted(set(paths), key=len):
+        if not any(p.startswith(k + "/") for k in kept):
+            kept.append(p)
+    return sorted(kept)
+
+
 def replan_event(sessions: sessionmaker[Session], event_id: int, now: datetime, policies: PolicySet, *,
                  horizon: timedelta = timedelta(hours=48), batch: int = BATCH,
-                 until: datetime | None = None) -> PlanResult:
+                 until: datetime | None = None, previous_paths: Collection[str] = ()) -> PlanResult:
     """Re-plan the elders an event covers (after it was declared, updated, cancelled or ended).
 
     New calls are written only within the planner's rolling horizon ``[now, now + horizon)``, as
@@ -813,11 +822,16 @@ def replan_event(sessions: sessionmaker[Session], event_id: int, now: datetime, 
     calls planned beyond the new end are cancelled), at most 62 days: superseded routine and surge
     calls there are cancelled, planner-cancelled ones wanted again revived. So a 30-day lockdown
     costs two days of calls at once, not thirty.
+
+    The elders re-planned are those under the event's regions and under ``previous_paths`` (pass
+    the region paths the event — or the events a message replaced — covered before the change: an
+    update covering fewer regions must release the dropped regions' elders too).
     """
     with sessions() as s:
         paths = list(s.scalars(select(Region.path).join(SurgeEventRegion, SurgeEventRegion.region_id == Region.id)
                                .where(SurgeEventRegion.event_id == event_id)))
         ev_end = s.scalar(select(SurgeEvent.ends_at).where(SurgeEvent.id == event_id))
+    paths = _broadest([*paths, *previous_paths])
     if not paths:
         return PlanResult()
     end = max(now + horizon, *(t for t in (ev_end, until) if t is not None))

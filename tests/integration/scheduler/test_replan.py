@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.config import load_policy
-from scheduler.events import declare, end_event
+from scheduler.events import declare, end_event, import_cap
 from scheduler.planner import plan_range, tick
 from scheduler.queue import OPEN, cancel, claim, complete, release, write_session
 from scheduler.windows import LOCAL_TZ
@@ -191,3 +191,108 @@ def test_ending_an_event_cancels_surge_calls_of_elders_the_policy_plans_nothing_
                                                      CheckIn.status.in_(OPEN))).all()
     assert later == []
     assert "X:D2026-12-07" not in _open_surge(sessions, town["high"])
+
+
+def _cap(identifier: str, msg_type: str, sent: datetime, areas: list[tuple[str, str]], *,
+         references: list[tuple[str, datetime]] = (), expires: datetime = L(2026, 12, 10)) -> bytes:  # type: ignore[assignment]
+    """A CAP 1.2 red cold-wave message from 哈尔滨市气象台 over ``areas`` (name, region code)."""
+    refs = " ".join(f"哈尔滨市气象台,{i},{t.isoformat()}" for i, t in references)
+    area_xml = "".join(f"<area><areaDesc>{name}</areaDesc><geocode><valueName>行政区划代码</valueName>"
+                       f"<value>{code}</value></geocode></area>" for name, code in areas)
+    return (f'<?xml version="1.0" encoding="UTF-8"?><alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">'
+            f"<identifier>{identifier}</identifier><sender>哈尔滨市气象台</sender><sent>{sent.isoformat()}</sent>"
+            f"<status>Actual</status><msgType>{msg_type}</msgType><scope>Public</scope>"
+            + (f"<references>{refs}</references>" if refs else "")
+            + "<info><language>zh-CN</language><category>Met</category><event>寒潮红色预警</event>"
+            "<urgency>Immediate</urgency><severity>Extreme</severity><certainty>Likely</certainty>"
+            f"<onset>{L(2026, 12, 3, 8).isoformat()}</onset><expires>{expires.isoformat()}</expires>"
+            "<headline>哈尔滨市气象台发布寒潮红色预警信号</headline><description>气温骤降。</description>"
+            f"{area_xml}</info></alert>").encode()
+
+
+SHANGZHI, WUCHANG = ("尚志市", "230183"), ("五常市", "230184")
+
+
+@pytest.fixture
+def two_counties(sessions: sessionmaker[Session]) -> dict[str, int]:
+    """A general and a high-risk elder in 尚志市 (kept by the update) and in 五常市 (dropped)."""
+    with sessions() as s, s.begin():
+        regs = make_regions(s)
+        return {
+            "kept": add_elder(s, 1, regs["230183100"], {Category.EMPTY_NEST}),
+            "kept_high": add_elder(s, 2, regs["230183100"], {Category.DISABLED, Category.LIVING_ALONE}),
+            "dropped": add_elder(s, 3, regs["230184"], {Category.EMPTY_NEST}),
+            "dropped_high": add_elder(s, 4, regs["230184"], {Category.DISABLED, Category.LIVING_ALONE}),
+        }
+
+
+def _open_rows(sessions: sessionmaker[Session], elder: int, kind: str) -> dict[str, tuple[int, datetime]]:
+    return {slot: (c.id, c.due_at) for slot, c in rows(sessions, elder, kind).items() if c.status in OPEN}
+
+
+@pytest.mark.parametrize("how", ["update", "update_replacing_two"])
+def test_an_update_covering_fewer_regions_releases_the_dropped_region(sessions, two_counties, how) -> None:
+    """A CAP Update that covers fewer regions than before: the dropped region's elders lose their
+    open surge calls from the update on and get their routine plan back (as when an event ends
+    early); the kept region is unchanged. Also when the update replaces two alerts at once (the
+    one for the dropped county is ended, not updated)."""
+    e = two_counties
+    now = L(2026, 12, 3, 7, 30)
+    plan_range(sessions, now, L(2027, 1, 1), now, POL)  # routine calls for the month exist already
+    week50 = (L(2026, 12, 7), L(2026, 12, 14))
+    assert _open_routine(sessions, e["dropped_high"], *week50) == {"R:W2026-50"}
+    sent = L(2026, 12, 3, 7)
+    if how == "update":
+        first = [("CW-1", sent)]
+        assert import_cap(sessions, _cap("CW-1", "Alert", sent, [SHANGZHI, WUCHANG]), now, POL).action == "created"
+    else:  # one alert per county, then one update for 尚志市 replacing both
+        first = [("CW-1", sent), ("CW-2", sent)]
+        import_cap(sessions, _cap("CW-1", "Alert", sent, [SHANGZHI]), now, POL)
+        import_cap(sessions, _cap("CW-2", "Alert", sent, [WUCHANG]), now, POL)
+    for who in ("kept", "dropped"):
+        assert {"X:D2026-12-03", "X:D2026-12-04"} <= set(_open_rows(sessions, e[who], "surge")), who
+    # The high-risk elders' weekly call of week 50 falls on surge days: superseded.
+    assert _open_routine(sessions, e["dropped_high"], *week50) == set()
+    tick(sessions, L(2026, 12, 4, 7, 0), POL)
+    assert "X:D2026-12-05" in _open_rows(sessions, e["dropped"], "surge")
+    kept_before = {w: (_open_rows(sessions, e[w], "surge"), _open_rows(sessions, e[w], "routine"))
+                   for w in ("kept", "kept_high")}
+
+    at = L(2026, 12, 4, 12)
+    upd = import_cap(sessions, _cap("CW-3", "Update", L(2026, 12, 4, 11), [SHANGZHI], references=first), at, POL)
+    assert upd.action == "updated" and upd.replan is not None and upd.replan.cancelled >= 2
+
+    # Dropped county: no open surge call from the update on, its routine plan is back.
+    for who in ("dropped", "dropped_high"):
+        left = _open_rows(sessions, e[who], "surge")
+        assert {slot for slot, (_i, due) in left.items() if due >= at} == set(), who
+    assert rows(sessions, e["dropped"], "surge")["X:D2026-12-05"].status is CheckInStatus.CANCELLED
+    assert _open_routine(sessions, e["dropped_high"], *week50) == {"R:W2026-50"}
+    # Kept county: every call open before the update still open, the same rows (the re-plan may add
+    # the next day within its 48 h horizon), routine calls as they were.
+    for w in ("kept", "kept_high"):
+        surge, routine = kept_before[w]
+        assert surge.items() <= _open_rows(sessions, e[w], "surge").items(), w
+        assert _open_rows(sessions, e[w], "routine") == routine, w
+
+    # The next ticks go on with the kept county only.
+    tick(sessions, L(2026, 12, 5, 7, 0), POL)
+    assert "X:D2026-12-06" in _open_rows(sessions, e["kept"], "surge")
+    assert {slot for slot, (_i, due) in _open_rows(sessions, e["dropped"], "surge").items() if due >= at} == set()
+    assert _open_routine(sessions, e["dropped_high"], *week50) == {"R:W2026-50"}
+
+
+def test_cancelling_two_alerts_at_once_releases_both(sessions, two_counties) -> None:
+    """A CAP Cancel referencing two alerts: the elders of both get their surge calls cancelled."""
+    e = two_counties
+    now = L(2026, 12, 3, 7, 30)
+    sent = L(2026, 12, 3, 7)
+    import_cap(sessions, _cap("CW-1", "Alert", sent, [SHANGZHI]), now, POL)
+    import_cap(sessions, _cap("CW-2", "Alert", sent, [WUCHANG]), now, POL)
+    at = L(2026, 12, 3, 12)
+    can = import_cap(sessions, _cap("CW-3", "Cancel", L(2026, 12, 3, 11), [SHANGZHI, WUCHANG],
+                                    references=[("CW-1", sent), ("CW-2", sent)]), at, POL)
+    assert can.action == "cancelled"
+    for who in e:
+        left = _open_rows(sessions, e[who], "surge")
+        assert {slot for slot, (_i, due) in left.items() if due >= at} == set(), who
