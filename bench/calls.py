@@ -272,6 +272,11 @@ async def step(n: int, args: argparse.Namespace, runner: CallRunner, engine: Dia
         "dec_p50": pct([t.from_decision_s * 1000 for t in speech], 50),
         "dec_p95": pct([t.from_decision_s * 1000 for t in speech], 95),
         "asr_p95": pct([(t.recognised_at - t.decided_at) * 1000 for t in speech], 95),
+        "end_p50": pct([(t.decided_at - t.voice_end_at) * 1000 for t in speech], 50),
+        "end_p95": pct([(t.decided_at - t.voice_end_at) * 1000 for t in speech], 95),
+        "end_by_prompt": {pid: round(pct([(t.decided_at - t.voice_end_at) * 1000 for t in speech
+                                          if t.prompt_id == pid], 95))
+                          for pid in dict.fromkeys(t.prompt_id for t in speech)},
         "quick": sum(t.quick for t in speech), "speech_turns": len(speech),
         "key_p50": pct([t.from_decision_s * 1000 for t in digits], 50),
         "key_p95": pct([t.from_decision_s * 1000 for t in digits], 95), "digit_turns": len(digits),
@@ -290,7 +295,8 @@ def line(r: dict[str, Any], mode: str) -> str:
          f" resyncs {r['resyncs']} gc {r['gc']} | match min {r['match_min']:.3f} ({r['matches']})")
     if mode == "asr":
         s += (f" | turn voice→pkt p50/p95 {r['voice_p50']:.0f}/{r['voice_p95']:.0f} ms, decision→pkt "
-              f"{r['dec_p50']:.0f}/{r['dec_p95']:.0f} ms, ASR final p95 {r['asr_p95']:.0f} ms, quick ends "
+              f"{r['dec_p50']:.0f}/{r['dec_p95']:.0f} ms, voice→decision p50/p95 {r['end_p50']:.0f}/{r['end_p95']:.0f} ms "
+              f"(p95 by next prompt {r['end_by_prompt']}), ASR final p95 {r['asr_p95']:.0f} ms, quick ends "
               f"{r['quick']}/{r['speech_turns']}, continued {r['continued']}, revised {r['revised']}, "
               f"prompts stopped {r['stopped']}")
     else:

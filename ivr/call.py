@@ -150,7 +150,7 @@ class CallReport:
 
 
 @dataclass
-class _QuickAnswer:
+class _SpokenAnswer:
     heard: Heard
     entry: dict[str, Any]  # its elder turn in the report's transcript
     intent_at: int  # its place in report.intents
@@ -160,7 +160,8 @@ class _QuickAnswer:
 
 
 class _Continuations:
-    """One call's latest quick-ended answer and the speech that continued it (``Line.on_continuation``).
+    """One call's latest spoken answer and the speech that continued it (``Line.on_continuation``; the Line
+    watches for a continuation after grammar answers, quick-ended or not).
 
     The continuation is appended to the answer's transcript turn (``text`` the whole utterance,
     ``parts`` its pieces) and the whole utterance is parsed again. Until the runner has fed another
@@ -176,21 +177,21 @@ class _Continuations:
         self.report = report
         self.parser = parser
         self.turn = turn
-        self.quick: _QuickAnswer | None = None
+        self.answer: _SpokenAnswer | None = None
         self.revised: tuple[Action, ...] | None = None
 
-    def fed(self, quick: tuple[Heard, dict[str, Any], int, bool] | None, before: object,
+    def fed(self, spoken: tuple[Heard, dict[str, Any], int, bool] | None, before: object,
             actions: tuple[Action, ...]) -> None:
-        """The runner fed an event; ``quick``: it was a quick-ended answer (heard, turn, intent place)."""
-        if quick is not None:
-            heard, entry, at, has = quick
-            self.quick = _QuickAnswer(heard, entry, at, has, before, actions)
-        elif self.quick is not None:
-            self.quick.snapshot = None
+        """The runner fed an event; ``spoken``: it was a spoken answer (heard, turn, intent place)."""
+        if spoken is not None:
+            heard, entry, at, has = spoken
+            self.answer = _SpokenAnswer(heard, entry, at, has, before, actions)
+        elif self.answer is not None:
+            self.answer.snapshot = None
 
-    def on_continuation(self, cont: Heard) -> bool:
-        q = self.quick
-        if q is None:  # not expected (the Line guards only after a quick end): keep it as a turn of its own
+    def on_continuation(self, answer: Heard | None, cont: Heard) -> bool:
+        q = self.answer
+        if q is None or q.heard is not answer:  # that answer was not fed (yet): keep it as a turn of its own
             self.turn(self.report, "elder", cont.text, confidence=round(cont.confidence, 3), continuation=True)
             return False
         entry = q.entry
@@ -355,7 +356,7 @@ class CallRunner:
         line.on_continuation = cont.on_continuation
         while actions:
             event: Event | None = None
-            quick: tuple[Heard, dict[str, Any], int, bool] | None = None
+            spoken: tuple[Heard, dict[str, Any], int, bool] | None = None
             for action in actions:
                 if (stop is not None and stop.is_set()) or loop.time() > deadline:
                     report.stopped_early = True
@@ -393,8 +394,8 @@ class CallRunner:
                     n_intents = len(report.intents)
                     event, heard = self._event(got, conv.locale, report)
                     pending_turn = heard if heard is not None else got if isinstance(got, KeyPress) else None
-                    if heard is not None and heard.quick:
-                        quick = (heard, report.transcript[-1], n_intents, len(report.intents) > n_intents)
+                    if heard is not None:
+                        spoken = (heard, report.transcript[-1], n_intents, len(report.intents) > n_intents)
                     break
                 elif isinstance(action, Transfer):
                     await line.settle()  # a REFER cannot be taken back: first let a continuation re-decide
@@ -420,7 +421,7 @@ class CallRunner:
                 event = HungUp() if line.hung_up.is_set() else Silence()
             before = conv.snapshot()
             actions = conv.step(event)
-            cont.fed(quick, before, actions)
+            cont.fed(spoken, before, actions)
         outcome, data = conv.result()
         report.outcome, report.dialog_result = outcome, data
         report.dialog = getattr(conv, "dialog_result", None)

@@ -10,7 +10,8 @@ within one 20 ms frame. Inputs that arrive while nobody listens are kept, in ord
 Quick end and its continuation guard: in grammar mode a short answer whose recogniser hypothesis is
 complete and stable ends after ``quick_end_ms`` of silence instead of the VAD's full trailing silence.
 An elder who only paused ("네 … 좋아요") then starts again within the *continuation window* (the full
-trailing silence plus ``continue_margin_ms`` after the answer's last voice): that speech continues the
+trailing silence plus ``continue_margin_ms`` after the answer's last voice; opened after every grammar
+answer while quick end is on, so it does not depend on how fast Vosk was): that speech continues the
 answer. It does not barge in on the next prompt and is not queued as an answer; it is recognised with
 the answer's grammar and handed to ``on_continuation`` (the call runner), which appends it to the
 answer and may re-decide; when it returns True the prompt playing stops and ``play`` / ``listen``
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 PREROLL_FRAMES = 15  # 300 ms of audio before the VAD's start decision goes to the recogniser too
 ASR_CHUNK_FRAMES = 10  # feed Vosk every 200 ms while the elder speaks
 QUICK_END_MAX_SPEECH_MS = 2500  # an early end only for short answers ("네", "아니요", "是的")
+QUICK_PROBE_FROM_MS = 200
+QUICK_PROBE_EVERY_MS = 60
 CONTINUE_MARGIN_MS = 300  # the continuation window: the VAD's trailing silence + this, after the last voice
 UNKNOWN = "[unk]"
 
@@ -72,7 +75,7 @@ class Revise:
     """``listen``: a continuation changed an answer already acted on; the runner re-decides it."""
 
 
-ContinuationHook = Callable[[Heard], bool]
+ContinuationHook = Callable[[Heard | None, Heard], bool]  # (the answer continued, the continuation)
 
 
 LineInput = KeyPress | Heard
@@ -105,8 +108,8 @@ class Line:
     ``quick_end_ms``: in grammar mode, end an utterance after this much trailing silence (instead of
     the VAD's ``end_silence_ms``) when it is short and the recogniser's hypothesis is a complete
     grammar answer that stayed the same over the silence. None: always wait the full silence.
-    ``on_continuation``: called with the recognised speech that continued a quick-ended answer (see the
-    module docstring); without it such speech is queued like any utterance.
+    ``on_continuation``: called with the answer (None if it was not recognised) and the recognised speech
+    that continued it (see the module docstring); without it such speech is queued like any utterance.
     """
 
     def __init__(self, media: RtpSession, hung_up: asyncio.Event, *, recognizers: RecognizerFactory | None = None,
@@ -148,14 +151,15 @@ class Line:
         # the continuation guard (see the module docstring)
         self.on_continuation = on_continuation
         self.continue_ms = self._vad.config.end_silence_ms + continue_margin_ms
-        self._quick_voice_ms: int | None = None  # VAD time of the last quick-ended answer's last voice
-        self._quick_grammar: Sequence[str] | None = None
-        self._continuing = False  # the utterance in progress continues a quick-ended answer
+        self._guard_voice_ms: int | None = None  # VAD time of the last grammar answer's last voice
+        self._guard_grammar: Sequence[str] | None = None
+        self._guarded: Heard | None = None  # the answer the window belongs to, once recognised
+        self._continuing = False  # the utterance in progress continues a grammar answer
         self._continuations_pending = 0  # continuations ended, not yet recognised
         self._revise = False  # on_continuation asked to re-decide; until ``revised()``
         self._prompt_revisable = False
         self._guard_off = asyncio.Event()
-        self.continuations = 0  # utterances taken as the continuation of a quick-ended answer
+        self.continuations = 0  # utterances taken as the continuation of a grammar answer
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -173,7 +177,7 @@ class Line:
         """Forget inputs nobody asked for yet (e.g. "喂？" heard before the greeting)."""
         self._inputs.clear()
         self._vad.reset()
-        self._quick_voice_ms = None
+        self._guard_voice_ms = None
         self._continuing = False
 
     def set_speech(self, enabled: bool, grammar: Sequence[str] | None = None) -> None:
@@ -196,8 +200,8 @@ class Line:
     # ---- the continuation guard --------------------------------------------------------------
     @property
     def guarding(self) -> bool:
-        """A quick-ended answer may still be continued (window open, continuation spoken or being recognised)."""
-        return self._quick_voice_ms is not None or self._continuing or self._continuations_pending > 0
+        """A grammar answer may still be continued (window open, continuation spoken or being recognised)."""
+        return self._guard_voice_ms is not None or self._continuing or self._continuations_pending > 0
 
     @property
     def revise_pending(self) -> bool:
@@ -208,7 +212,7 @@ class Line:
         self._revise = False
 
     async def settle(self, limit_s: float = 20.0) -> None:
-        """Wait until a quick-ended answer can no longer be continued (before acting irrevocably on it:
+        """Wait until a grammar answer can no longer be continued (before acting irrevocably on it:
         a transfer, the end of the call). Returns at once in the usual case (window long closed)."""
         end = self._loop.time() + limit_s
         while self.guarding and not self.hung_up.is_set() and not self.media.closed.is_set():
@@ -351,27 +355,33 @@ class Line:
                 self._speech_start(ev)
             elif isinstance(ev, SpeechEnd):
                 self._speech_end(ev, self._vad.config.end_silence_ms if ev.reason is EndReason.SILENCE else 0)
-        if (self._quick_voice_ms is not None and not self._vad.in_speech
-                and self._vad.now_ms - self._quick_voice_ms > self.continue_ms):
-            self._quick_voice_ms = None  # nobody continued the answer
+        if (self._guard_voice_ms is not None and not self._vad.in_speech
+                and self._vad.now_ms - self._guard_voice_ms > self.continue_ms):
+            self._guard_voice_ms = None  # nobody continued the answer
             self._unguard()
         if was_speaking and self._vad.in_speech and self._rec_active:
             self._utt_frames += 1
             self._chunk.append(pcm)
-            if len(self._chunk) >= ASR_CHUNK_FRAMES:
+            if len(self._chunk) >= ASR_CHUNK_FRAMES or self._probe():
                 self._feed_chunk()
             if self.quick_end_ms is not None and not self._continuing and self._answer_complete():
                 quiet = self._vad.trailing_silence_ms
                 early = self._vad.end_now()
                 if early is not None:
-                    self._quick_voice_ms = early.at_ms
-                    self._quick_grammar = self._rec_grammar
                     self._speech_end(early, quiet, quick=True)
+
+    def _probe(self) -> bool:
+        """Quick end: feed the recogniser every 60 ms once the answer has been quiet for 200 ms (whatever
+        the 200 ms chunking), so hypotheses fed in that silence are there to compare when ``quick_end_ms``
+        is reached. (After its first utterance Vosk's partial result can lag: "" until ~300 ms.)"""
+        quiet = self._vad.trailing_silence_ms
+        return (self.quick_end_ms is not None and self._rec_grammar is not None and not self._continuing
+                and quiet >= QUICK_PROBE_FROM_MS and (quiet - QUICK_PROBE_FROM_MS) % QUICK_PROBE_EVERY_MS == 0)
 
     def _answer_complete(self) -> bool:
         """Grammar mode, a short utterance, ``quick_end_ms`` of silence, and the recogniser's hypothesis
         non-empty, without unknown words, and unchanged between the last two chunks fed — the later
-        one fed after at least 200 ms of that silence."""
+        one fed after at least 200 ms of that silence (see :meth:`_probe`)."""
         assert self.quick_end_ms is not None
         quiet = self._vad.trailing_silence_ms
         if quiet < self.quick_end_ms or self._rec_grammar is None or len(self._hyp) < 2:
@@ -383,7 +393,7 @@ class Line:
 
     def _speech_start(self, ev: SpeechStart) -> None:
         self.speech_started_at = self._loop.time()
-        quick_voice, self._quick_voice_ms = self._quick_voice_ms, None
+        quick_voice, self._guard_voice_ms = self._guard_voice_ms, None
         self._continuing = quick_voice is not None and ev.at_ms - quick_voice <= self.continue_ms
         if self._continuing:
             self.continuations += 1
@@ -393,7 +403,7 @@ class Line:
             self._rec_active = False
             return
         self._rec_active = True
-        grammar = self._quick_grammar if self._continuing else self._grammar  # the answer's own grammar
+        grammar = self._guard_grammar if self._continuing else self._grammar  # the answer's own grammar
         if self._rec is None or self._rec_grammar != grammar:
             self._rec = self._recognizers(grammar)
             self._rec_grammar = grammar
@@ -437,10 +447,17 @@ class Line:
         last_voice = now - quiet_ms / 1000
         if continuing:
             self._continuations_pending += 1
-        self._track(asyncio.ensure_future(self._finish(rec, ev.speech_ms, now, last_voice, quick, continuing)))
+        # a grammar answer (quick end or not) may be continued: open the window from its last voice
+        guard = (not continuing and self.quick_end_ms is not None and self._rec_grammar is not None
+                 and (quick or ev.reason is EndReason.SILENCE))
+        if guard:
+            self._guard_voice_ms = ev.at_ms
+            self._guard_grammar = self._rec_grammar
+        self._track(asyncio.ensure_future(
+            self._finish(rec, ev.speech_ms, now, last_voice, quick, continuation=continuing, guard=guard)))
 
-    async def _finish(self, rec: AsyncRecognizer, speech_ms: int, ended_at: float, last_voice: float,  # noqa: PLR0917
-                      quick: bool, continuation: bool = False) -> None:
+    async def _finish(self, rec: AsyncRecognizer, speech_ms: int, ended_at: float, last_voice: float,
+                      quick: bool, *, continuation: bool = False, guard: bool = False) -> None:
         t = self._loop.time()
         res: AsrResult | None = None
         try:
@@ -456,11 +473,13 @@ class Line:
         done = self._loop.time()
         self.asr_seconds += done - t
         heard = Heard(res.text, res.confidence, speech_ms, ended_at, last_voice, done, quick)
+        if guard:
+            self._guarded = heard
         if not continuation or self.on_continuation is None:
             self._push(heard)
             return
         try:
-            revise = self.on_continuation(heard)
+            revise = self.on_continuation(self._guarded, heard)
         except Exception:
             logger.exception("continuation handling failed", extra={"action": "continuation_error"})
             revise = False
