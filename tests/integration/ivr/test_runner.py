@@ -76,15 +76,29 @@ def _times(dialog_engine, prompt_cache, intent_parser, said: list[tuple[str, str
 KO = DialogContext(locale=Locale.KO, salutation="어르신", service_name="안부 서비스")  # a shorter first prompt
 
 
-async def test_pausing_elder_is_not_cut_off(baresip, sip_ua: UserAgent, prompt_cache, asr_models, dialog_engine,
-                                            intent_parser, tmp_path: Path) -> None:
-    """"네 … 좋아요" with a 500 ms pause: one answer (both parts in its turn), no prompt stopped."""
+async def test_pausing_elders_are_not_cut_off(baresip, sip_ua: UserAgent, prompt_cache, asr_models, dialog_engine,
+                                             intent_parser, tmp_path: Path) -> None:
+    """Two elders who pause mid-answer, called at the same time (each call waits for its prompts to end):
+    500 ms pauses (:func:`_check_pause_500`) and 800 ms pauses (:func:`_check_pause_800`)."""
     at = _times(dialog_engine, prompt_cache, intent_parser, [YES, YES_FINE, NO])
-    mic = elder_track(tmp_path / "ko.wav", [(at[0], "네"), (at[1], ("네", "좋아요")), (at[2], "아니요")], Locale.KO,
-                      prompt_cache, pause_ms=500, total_s=at[-1] + 40)
-    phone = baresip(answer="auto", source_wav=mic)
-    report = await _runner(sip_ua, prompt_cache, asr_models, intent_parser, tmp_path).run(
-        phone.uri, CheckInConversation(dialog_engine, KO))
+    mic500 = elder_track(tmp_path / "ko500.wav", [(at[0], "네"), (at[1], ("네", "좋아요")), (at[2], "아니요")],
+                         Locale.KO, prompt_cache, pause_ms=500, total_s=at[-1] + 40)
+    mic800 = elder_track(tmp_path / "ko800.wav",
+                         [(at[0], "네"), (at[1], ("네", "좋아요")), (at[2], ("네", "아니 아니요"))],
+                         Locale.KO, prompt_cache, pause_ms=800, total_s=at[-1] + 40)
+    phone500 = baresip(answer="auto", source_wav=mic500)
+    phone800 = baresip(answer="auto", source_wav=mic800)
+    r500, r800 = await asyncio.gather(
+        _runner(sip_ua, prompt_cache, asr_models, intent_parser, tmp_path / "p500").run(
+            phone500.uri, CheckInConversation(dialog_engine, KO)),
+        _runner(sip_ua, prompt_cache, asr_models, intent_parser, tmp_path / "p800").run(
+            phone800.uri, CheckInConversation(dialog_engine, KO)))
+    _check_pause_500(r500)
+    _check_pause_800(r800)
+
+
+def _check_pause_500(report: CallReport) -> None:
+    """"네 … 좋아요" with a 500 ms pause: one answer (both parts in its turn), no prompt stopped."""
     assert report.intents == ["affirm", "affirm", "deny"], report.transcript
     assert report.outcome is Outcome.WELL
     elder = _elder_turns(report)
@@ -103,20 +117,13 @@ async def test_pausing_elder_is_not_cut_off(baresip, sip_ua: UserAgent, prompt_c
     assert any(t.quick for t in report.turns), report.turns  # "네", "아니요": quick ends
 
 
-async def test_continuations_keep_or_change_the_answer(
-        baresip, sip_ua: UserAgent, prompt_cache, asr_models, dialog_engine, intent_parser, tmp_path: Path) -> None:
+def _check_pause_800(report: CallReport) -> None:
     """Pauses of 800 ms: longer than the VAD's 700 ms (without the guard the second part would barge in on
     the next prompt and answer it), inside the continuation window (700 + 300 ms), so the first word is
     an answer of its own (a quick end, or the 700 ms when Vosk is slow) and the rest continues it.
     "네 … 좋아요" is kept (the next prompt plays on); "그 밖에 도와드릴 일이 있으세요?" — "네 … 아니 아니요":
     "네" (affirm) started the help menu; the whole answer is "no": the help menu stops and the call
     closes as for "아니요"."""
-    at = _times(dialog_engine, prompt_cache, intent_parser, [YES, YES_FINE, NO])
-    mic = elder_track(tmp_path / "ko.wav", [(at[0], "네"), (at[1], ("네", "좋아요")), (at[2], ("네", "아니 아니요"))],
-                      Locale.KO, prompt_cache, pause_ms=800, total_s=at[-1] + 40)
-    phone = baresip(answer="auto", source_wav=mic)
-    report = await _runner(sip_ua, prompt_cache, asr_models, intent_parser, tmp_path).run(
-        phone.uri, CheckInConversation(dialog_engine, KO))
     elder = _elder_turns(report)
     assert len(elder) == 3, report.transcript
     assert elder[1]["parts"][0] == "네" and "좋아요" in elder[1]["parts"][1] and "revised" not in elder[1], elder
