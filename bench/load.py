@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/load.py [--rate 500] [--seconds 60] [--db-url URL]
 
-Sets up a fresh data dir (SQLite by default, or ``--db-url`` e.g. a PostgreSQL schema), migrates,
+Sets up a fresh data dir (SQLite by default; with ``--db-url postgresql://…`` a schema of its own in
+that database, dropped afterwards), migrates,
 imports the sample county and ledger, adds an admin, then starts ``tanfang serve --role api`` as a
 separate process on 127.0.0.1 and sends requests open-loop (each at its scheduled time, never
 waiting for earlier answers) from this process: 40 % console pages (queue, elder profile, search),
@@ -224,6 +225,30 @@ def main() -> int:
     ap.add_argument("--only", choices=SLOTS, default=None)
     ap.add_argument("--py-spy", default=None, metavar="OUT.svg")
     args = ap.parse_args()
+    if not (args.db_url or "").startswith("postgres"):
+        return _run(args)
+    # PostgreSQL: a schema of our own, dropped afterwards (the database itself is left as it was)
+    import secrets
+
+    from sqlalchemy import text
+
+    from storage.db import make_engine
+
+    schema = f"loadbench_{secrets.token_hex(4)}"
+    admin = make_engine(args.db_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    base_url = args.db_url
+    args.db_url = f"{base_url}{'&' if '?' in base_url else '?'}options=-csearch_path%3D{schema}"
+    try:
+        return _run(args)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _run(args: argparse.Namespace) -> int:
     from storage.crypto import generate_secret
 
     tmp = Path(tempfile.mkdtemp(prefix="tanfang-load-"))
