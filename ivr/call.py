@@ -349,11 +349,26 @@ class CallRunner:
                       stop: asyncio.Event | None, observer: Observer | None) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.max_call_s
+        cont = _Continuations(conv, report, self.parser, self._turn)
+        line.on_continuation = cont.on_continuation
+        # A shutdown stops the prompt now playing (an identity prompt runs ~30 s) and any wait for an
+        # answer at once, so the goodbye is said and the call recorded within the dialer's grace period.
+        stopping = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        if stopping is not None:
+            stopping.add_done_callback(lambda f: None if f.cancelled() else line.shutdown())
+        try:
+            await self._dialog_loop(call, line, conv, report, stop, observer, cont, deadline)
+        finally:
+            if stopping is not None:
+                stopping.cancel()
+
+    async def _dialog_loop(self, call: Call, line: Line, conv: Conversation, report: CallReport,  # noqa: PLR0917
+                           stop: asyncio.Event | None, observer: Observer | None, cont: _Continuations,
+                           deadline: float) -> None:
+        loop = asyncio.get_running_loop()
         actions: tuple[Action, ...] = conv.start()
         last_prompt: str | None = None
         pending_turn: Heard | KeyPress | None = None
-        cont = _Continuations(conv, report, self.parser, self._turn)
-        line.on_continuation = cont.on_continuation
         while actions:
             event: Event | None = None
             spoken: tuple[Heard, dict[str, Any], int, bool] | None = None
@@ -385,10 +400,17 @@ class CallRunner:
                         break
                     if why is Interrupt.REVISE:
                         break
+                    if why is Interrupt.SHUTDOWN:
+                        continue  # the next action says goodbye
                 elif isinstance(action, Listen):
                     speech = action.grammar != "dtmf" and line.speech_available
                     line.set_speech(speech, grammar_for(conv.locale, last_prompt) if speech else None)
                     got = await line.listen(action.timeout_s)
+                    if got is None and stop is not None and stop.is_set():
+                        report.stopped_early = True  # no answer yet, and none will be waited for
+                        await self._say_text(line, GOODBYE_SHUTDOWN[conv.locale], conv.locale, report, "shutdown")
+                        report.outcome, report.dialog_result = conv.result()
+                        return
                     if isinstance(got, Revise):
                         break
                     n_intents = len(report.intents)

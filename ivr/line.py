@@ -86,6 +86,7 @@ class Interrupt(enum.StrEnum):
     SPEECH = "speech"
     HANGUP = "hangup"
     REVISE = "revise"  # a continuation changed the previous answer (see ``Line.on_continuation``)
+    SHUTDOWN = "shutdown"  # the service is stopping: the runner says goodbye (see ``Line.shutdown``)
 
 
 class _FirstSent:
@@ -157,6 +158,7 @@ class Line:
         self._continuing = False  # the utterance in progress continues a grammar answer
         self._continuations_pending = 0  # continuations ended, not yet recognised
         self._revise = False  # on_continuation asked to re-decide; until ``revised()``
+        self._shutting_down = False  # ``shutdown()``: stop the prompt, listen returns no answer at once
         self._prompt_revisable = False
         self._guard_off = asyncio.Event()
         self.continuations = 0  # utterances taken as the continuation of a grammar answer
@@ -271,6 +273,13 @@ class Line:
             self.interrupted_by = Interrupt.HANGUP
         return self.interrupted_by
 
+    def shutdown(self) -> None:
+        """The service is stopping: stop the prompt now playing and end any wait for an answer (an answer
+        already given is still returned). Prompts played afterwards (the goodbye) play out."""
+        self._shutting_down = True
+        self._stop(Interrupt.SHUTDOWN)
+        self._arrived.set()
+
     def _stop(self, why: Interrupt) -> None:
         if self.interrupted_by is None:
             self.interrupted_by = why
@@ -292,6 +301,8 @@ class Line:
                 return self._inputs.popleft()
             if self.hung_up.is_set() or self.media.closed.is_set():
                 return HangUpSignal()
+            if self._shutting_down:
+                return None
             left = deadline - self._loop.time()
             if left <= 0:
                 if self._vad.in_speech or self._asr_tasks or self.guarding:
