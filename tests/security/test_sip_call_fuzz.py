@@ -60,6 +60,7 @@ from storage.enums import Outcome
 from storage.migrate import upgrade
 from storage.models.checkin import CallAttempt
 from tests.integration.ivr.world import make_world
+from tests.unit.sip.fake_peer import options_answered
 
 pytestmark = pytest.mark.sip
 NUMBER = "13800000001"
@@ -367,20 +368,6 @@ def fuzz(live: Live, sip_sock: socket.socket, rtp_sock: socket.socket, answers: 
 
     one()
     return sent
-
-
-async def options_answered(port: int) -> bool:
-    loop = asyncio.get_running_loop()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.setblocking(False)
-        me = s.getsockname()[1]
-        msg = (f"OPTIONS sip:tanfang@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKafter"
-               "\r\nFrom: <sip:probe@x>;tag=1\r\nTo: <sip:tanfang@x>\r\nCall-ID: after-fuzz\r\nCSeq: 1 OPTIONS\r\n"
-               "Content-Length: 0\r\n\r\n")
-        s.sendto(msg.encode(), ("127.0.0.1", port))
-        data = await asyncio.wait_for(loop.sock_recv(s, 65535), 10)
-        return data.startswith(b"SIP/2.0 200")
 
 
 async def _until(cond: Any, timeout_s: float) -> None:

@@ -7,10 +7,14 @@ It does nothing by itself: the test reads what arrived (``expect``) and sends wh
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from aiosipua.message import SipMessage, SipRequest, SipResponse
 
 from ivr.sip.messages import make_response
+
+# SIP timers shortened so that retransmission and timeout paths run in a test's time.
+FAST = {"t1_s": 0.05, "t2_s": 0.4, "invite_timeout_s": 1.0, "non_invite_timeout_s": 1.0, "cancel_wait_s": 1.0}
 
 SDP = (
     "v=0\r\no=peer 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -78,3 +82,18 @@ class FakePeer(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+async def options_answered(port: int, timeout_s: float = 10.0) -> bool:
+    """Whether a UA on ``port`` still answers an OPTIONS with 200 (its socket survived what came before)."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        me = s.getsockname()[1]
+        msg = (f"OPTIONS sip:tanfang@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKprobe"
+               "\r\nFrom: <sip:probe@x>;tag=1\r\nTo: <sip:tanfang@x>\r\nCall-ID: options-probe\r\nCSeq: 1 OPTIONS\r\n"
+               "Content-Length: 0\r\n\r\n")
+        s.sendto(msg.encode(), ("127.0.0.1", port))
+        data = await asyncio.wait_for(loop.sock_recv(s, 65535), timeout_s)
+        return data.startswith(b"SIP/2.0 200")

@@ -10,27 +10,12 @@ import logging
 
 import pytest
 
-from ivr.sip import CallState, SipConfig, UserAgent
+from ivr.sip import CallState, UserAgent
 from ivr.sip.messages import make_response
 from ivr.sip.sdp import SdpError, build_sdp, parse_remote
 from ivr.sip.transport import unparsable_filter
 from tests.unit.sip.fake_peer import SDP, FakePeer
-from tests.unit.sip.test_state_machines import FAST, answer, in_dialog_request
-
-
-@pytest.fixture
-async def ua():
-    agent = UserAgent(SipConfig(local_host="127.0.0.1", **FAST))
-    await agent.start()
-    yield agent
-    await agent.stop()
-
-
-@pytest.fixture
-async def peer():
-    p = await FakePeer.open()
-    yield p
-    p.close()
+from tests.unit.sip.test_state_machines import answer, in_dialog_request
 
 
 def _options(agent: UserAgent, via_port: int, call_id: str) -> bytes:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from ivr.media.rtp import AudioFrame, DtmfDigit, RtpSession
 from ivr.sip import CallResult, SipConfig, UserAgent, result_for_status
 from ivr.sip.sdp import SdpError, build_sdp, parse_remote
+from tests.unit.sip.fake_peer import options_answered
 
 SIPISH = st.builds(
     lambda start, headers, body: (start + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n").encode()
@@ -25,19 +26,6 @@ SIPISH = st.builds(
 )
 
 
-async def _options_answered(port: int) -> bool:
-    loop = asyncio.get_running_loop()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.setblocking(False)
-        me = s.getsockname()[1]
-        msg = (f"OPTIONS sip:ivr@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKf\r\n"
-               "From: <sip:f@x>;tag=1\r\nTo: <sip:ivr@x>\r\nCall-ID: fz\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
-        s.sendto(msg.encode(), ("127.0.0.1", port))
-        data = await asyncio.wait_for(loop.sock_recv(s, 4096), 2)
-        return data.startswith(b"SIP/2.0 200")
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(st.binary(max_size=300), SIPISH), min_size=1, max_size=15))
 def test_random_datagrams_never_crash_the_ua(datagrams: list[bytes]) -> None:
@@ -49,7 +37,7 @@ def test_random_datagrams_never_crash_the_ua(datagrams: list[bytes]) -> None:
                 for d in datagrams:
                     s.sendto(d, ("127.0.0.1", ua.port))
             await asyncio.sleep(0.02)
-            assert await _options_answered(ua.port)
+            assert await options_answered(ua.port, timeout_s=2)
         finally:
             await ua.stop()
 

@@ -18,8 +18,8 @@ from aiortp.codecs import get_codec
 
 from ivr.media.rtp import AudioFrame, DtmfDigit, MediaEvent, RtpSession
 from ivr.sip import CallState, SipConfig, UserAgent
-from tests.unit.sip.fake_peer import SDP, FakePeer
-from tests.unit.sip.test_state_machines import FAST, in_dialog_request
+from tests.unit.sip.fake_peer import FAST, SDP, FakePeer
+from tests.unit.sip.test_state_machines import in_dialog_request
 
 DTMF_PT = 101
 

@@ -4,29 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from aiosipua.message import SipRequest
 
 from ivr.sip import CallResult, CallState, SipConfig, UserAgent
 from ivr.sip.messages import make_response, tag_of, top_branch
-from tests.unit.sip.fake_peer import SDP, FakePeer
-
-FAST = {"t1_s": 0.05, "t2_s": 0.4, "invite_timeout_s": 1.0, "non_invite_timeout_s": 1.0, "cancel_wait_s": 1.0}
-
-
-@pytest.fixture
-async def ua():
-    agent = UserAgent(SipConfig(local_host="127.0.0.1", **FAST))
-    await agent.start()
-    yield agent
-    await agent.stop()
-
-
-@pytest.fixture
-async def peer():
-    p = await FakePeer.open()
-    yield p
-    p.close()
+from tests.unit.sip.fake_peer import FAST, SDP, FakePeer
 
 
 def in_dialog_request(peer: FakePeer, invite: SipRequest, method: str, seq: int, ua: UserAgent,
