@@ -1,7 +1,8 @@
 """The planner: stream elders in batches, ask the policy, write due check-ins idempotently.
 
 Inserts use ``INSERT … ON CONFLICT (elder_id, slot) DO NOTHING`` (SQLite: one ``executemany`` per
-batch on the driver cursor; PostgreSQL: ``COPY`` into a temporary table, then one INSERT … SELECT),
+batch on the driver cursor; PostgreSQL: the batch's class plans ``COPY``-ed into a temporary table
+and joined to the elder ids in one INSERT … SELECT),
 so re-running a tick, or two planners racing, never creates a second call for a slot. Memory stays
 flat: one batch of elders (keyset pagination by id) is in memory at a time. The policy runs once
 per class of elder, not once per elder (see :class:`ClassPlanner`).
@@ -390,37 +391,13 @@ class _Encoder:
         return (month, due, "open", self.now, self.now)
 
 
-def insert_checkins(session: Session, rows: list[dict[str, Any]]) -> int:
-    """Insert, skipping (elder, slot) pairs that exist; returns how many rows were new."""
-    if not rows:
-        return 0
-    now = rows[0]["created_at"]
-    enc = _Encoder(session.get_bind().dialect.name, now)
-    out: list[Any] = []
-    for r in rows:
-        p = PlannedCheckIn(r["elder_id"], r["slot"], r["kind"], r["due_at"], r["priority"], tuple(r["reasons"]),
-                           r["dialog_flags"], r["ignore_call_window"])
-        t = enc.checkin(p)
-        out.append(f"{r['elder_id']}\t{t}" if enc.pg else (r["elder_id"], *t))
-    return _write_checkins(session, out)
-
-
-def _write_checkins(session: Session, out: list[Any]) -> int:
+def _write_checkins_sqlite(session: Session, out: list[Any]) -> int:
+    """SQLite: insert value tuples, skipping existing (elder, slot); returns the number of new rows.
+    (PostgreSQL: :func:`_write_pairs`.)"""
     if not out:
         return 0
     raw = session.connection().connection.driver_connection
     assert raw is not None
-    if session.get_bind().dialect.name == "postgresql":
-        cur = raw.cursor()
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS _plan_in ON COMMIT DELETE ROWS AS "
-                    f"SELECT {', '.join(_COLS)} FROM checkins WITH NO DATA")
-        with cur.copy(f"COPY _plan_in ({', '.join(_COLS)}) FROM STDIN") as cp:
-            cp.write("\n".join(out) + "\n")
-        cur.execute(f"INSERT INTO checkins ({', '.join(_COLS)}) SELECT {', '.join(_COLS)} FROM _plan_in "
-                    "ON CONFLICT (elder_id, slot) DO NOTHING")
-        n = cur.rowcount
-        cur.execute("TRUNCATE _plan_in")
-        return max(int(n or 0), 0)
     before = raw.total_changes
     raw.executemany(f"INSERT INTO checkins ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))}) "
                     "ON CONFLICT (elder_id, slot) DO NOTHING", out)
@@ -501,10 +478,6 @@ def _write_tasks(session: Session, rows: list[tuple[Any, ...]]) -> int:
     before = raw.total_changes
     session.connection().execute(stmt, [dict(zip(_TASK_COLS, r, strict=True)) for r in rows])
     return int(raw.total_changes - before)
-
-
-def insert_home_tasks(session: Session, rows: list[dict[str, Any]]) -> int:
-    return _write_tasks(session, [tuple(r[c] for c in _TASK_COLS) for r in rows])
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -628,7 +601,7 @@ class _Writer:
                     _big_cache(s)
                     if self.reconcile is not None:
                         c, r = _reconcile(s, item[2], *self.reconcile)
-                    n = _write_pairs(s, item[0]) if self.pg else _write_checkins(s, item[0])
+                    n = _write_pairs(s, item[0]) if self.pg else _write_checkins_sqlite(s, item[0])
                     k = _write_tasks(s, item[1])
                 with self.lock:
                     self.result.inserted += n
@@ -842,5 +815,5 @@ def replan_event(sessions: sessionmaker[Session], event_id: int, now: datetime, 
     return result
 
 
-__all__ = ["ClassPlanner", "PlanResult", "id_modulus", "insert_checkins", "insert_home_tasks", "iter_elder_batches", "load_events", "plan_range", "promote_due",
+__all__ = ["ClassPlanner", "PlanResult", "id_modulus", "iter_elder_batches", "load_events", "plan_range", "promote_due",
            "replan_event", "tick"]
