@@ -316,6 +316,11 @@ class CallRunner:
         line = Line(call.media, call.hung_up, recognizers=self._recognizers(conv.locale),
                     quick_end_ms=self.config.quick_end_ms, continue_margin_ms=self.config.continue_margin_ms)
         line.start()
+        # A shutdown stops the prompt now playing (an identity prompt runs ~30 s) and any wait for an
+        # answer at once, so the goodbye is said and the call recorded within the dialer's grace period.
+        stopping = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        if stopping is not None:
+            stopping.add_done_callback(lambda f: None if f.cancelled() else line.shutdown())
         try:
             if self.config.detect_machines:
                 report.answerer = await self._screen(line)
@@ -325,6 +330,8 @@ class CallRunner:
             line.discard_pending()
             await self._dialog(call, line, conv, report, stop, observer)
         finally:
+            if stopping is not None:
+                stopping.cancel()
             await line.close()
             if recorder is not None:
                 report.recording = await asyncio.to_thread(recorder.close)
@@ -351,21 +358,6 @@ class CallRunner:
         deadline = loop.time() + self.config.max_call_s
         cont = _Continuations(conv, report, self.parser, self._turn)
         line.on_continuation = cont.on_continuation
-        # A shutdown stops the prompt now playing (an identity prompt runs ~30 s) and any wait for an
-        # answer at once, so the goodbye is said and the call recorded within the dialer's grace period.
-        stopping = asyncio.ensure_future(stop.wait()) if stop is not None else None
-        if stopping is not None:
-            stopping.add_done_callback(lambda f: None if f.cancelled() else line.shutdown())
-        try:
-            await self._dialog_loop(call, line, conv, report, stop, observer, cont, deadline)
-        finally:
-            if stopping is not None:
-                stopping.cancel()
-
-    async def _dialog_loop(self, call: Call, line: Line, conv: Conversation, report: CallReport,  # noqa: PLR0917
-                           stop: asyncio.Event | None, observer: Observer | None, cont: _Continuations,
-                           deadline: float) -> None:
-        loop = asyncio.get_running_loop()
         actions: tuple[Action, ...] = conv.start()
         last_prompt: str | None = None
         pending_turn: Heard | KeyPress | None = None
@@ -374,10 +366,7 @@ class CallRunner:
             spoken: tuple[Heard, dict[str, Any], int, bool] | None = None
             for action in actions:
                 if (stop is not None and stop.is_set()) or loop.time() > deadline:
-                    report.stopped_early = True
-                    await self._say_text(line, GOODBYE_SHUTDOWN[conv.locale], conv.locale, report, "shutdown")
-                    outcome, data = conv.result()
-                    report.outcome, report.dialog_result = outcome, data
+                    await self._end_early(line, conv, report)
                     return
                 if cont.revised is not None:
                     break
@@ -406,10 +395,8 @@ class CallRunner:
                     speech = action.grammar != "dtmf" and line.speech_available
                     line.set_speech(speech, grammar_for(conv.locale, last_prompt) if speech else None)
                     got = await line.listen(action.timeout_s)
-                    if got is None and stop is not None and stop.is_set():
-                        report.stopped_early = True  # no answer yet, and none will be waited for
-                        await self._say_text(line, GOODBYE_SHUTDOWN[conv.locale], conv.locale, report, "shutdown")
-                        report.outcome, report.dialog_result = conv.result()
+                    if got is None and stop is not None and stop.is_set():  # no answer, none waited for
+                        await self._end_early(line, conv, report)
                         return
                     if isinstance(got, Revise):
                         break
@@ -473,6 +460,12 @@ class CallRunner:
         if why is not None:
             entry["stopped"] = why.value  # "digit" | "speech" (barge-in) | "revise" | "hangup"
         return why
+
+    async def _end_early(self, line: Line, conv: Conversation, report: CallReport) -> None:
+        """A shutdown or the call's time limit: goodbye, and the dialog's result so far."""
+        report.stopped_early = True
+        await self._say_text(line, GOODBYE_SHUTDOWN[conv.locale], conv.locale, report, "shutdown")
+        report.outcome, report.dialog_result = conv.result()
 
     async def _say_text(self, line: Line, text: str, locale: Locale, report: CallReport, prompt_id: str) -> None:
         if line.hung_up.is_set():

@@ -161,7 +161,6 @@ class Line:
         self._shutting_down = False  # ``shutdown()``: stop the prompt, listen returns no answer at once
         self._prompt_revisable = False
         self._guard_off = asyncio.Event()
-        self.continuations = 0  # utterances taken as the continuation of a grammar answer
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -204,10 +203,6 @@ class Line:
     def guarding(self) -> bool:
         """A grammar answer may still be continued (window open, continuation spoken or being recognised)."""
         return self._guard_voice_ms is not None or self._continuing or self._continuations_pending > 0
-
-    @property
-    def revise_pending(self) -> bool:
-        return self._revise
 
     def revised(self) -> None:
         """The runner has re-decided the answer (after ``Interrupt.REVISE`` / :class:`Revise`)."""
@@ -406,9 +401,7 @@ class Line:
         self.speech_started_at = self._loop.time()
         quick_voice, self._guard_voice_ms = self._guard_voice_ms, None
         self._continuing = quick_voice is not None and ev.at_ms - quick_voice <= self.continue_ms
-        if self._continuing:
-            self.continuations += 1
-        elif quick_voice is not None:
+        if not self._continuing and quick_voice is not None:
             self._unguard()
         if self._recognizers is None or not (self._listening_speech or self._continuing):
             self._rec_active = False
