@@ -2,7 +2,8 @@
 
 Inserts use ``INSERT … ON CONFLICT (elder_id, slot) DO NOTHING`` (SQLite: one ``executemany`` per
 batch on the driver cursor; PostgreSQL: the batch's class plans ``COPY``-ed into a temporary table
-and joined to the elder ids in one INSERT … SELECT),
+and joined to the elder ids in one INSERT … SELECT; a batch whose elders have no history at all is
+tried first as a plain INSERT and falls back to ON CONFLICT if a slot exists after all),
 so re-running a tick, or two planners racing, never creates a second call for a slot. Memory stays
 flat: one batch of elders (keyset pagination by id) is in memory at a time. The policy runs once
 per class of elder, not once per elder (see :class:`ClassPlanner`).
@@ -22,6 +23,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+import psycopg
 from sqlalchemy import Integer, String, Text, func, literal_column, or_, select, text, type_coerce, update
 from sqlalchemy import cast as sa_cast
 from sqlalchemy.dialects import postgresql, sqlite
@@ -407,12 +409,18 @@ def _write_checkins_sqlite(session: Session, out: list[Any]) -> int:
 _TPL_COLS = ", ".join(_COLS[1:])
 
 
-def _write_pairs(session: Session, pairs: list[tuple[int, _Tpl]]) -> int:
+def _write_pairs(session: Session, pairs: list[tuple[int, _Tpl]], fresh: bool = False) -> int:
     """PostgreSQL: insert the check-ins of (elder id, class plan) pairs, skipping existing (elder, slot).
 
     A batch of 5000 elders uses a few hundred class plans: their rows go once into a temporary
     table (COPY), the elders as two integer arrays (elder id, plan number), and one INSERT … SELECT
     joins them. The server parses each plan's text (timestamps, JSON) once, not once per elder.
+
+    ``fresh``: the batch's elders have no open or recent check-ins, so their slots are most likely
+    all new. The rows then go in with a plain INSERT, which costs the server about a quarter less
+    than ON CONFLICT's speculative insertion of every row. The unique key still decides: should a
+    slot exist after all (an old cancelled call, another planner racing), the plain INSERT fails as
+    a whole, is rolled back to its savepoint and the batch is written with ON CONFLICT DO NOTHING.
     """
     if not pairs:
         return 0
@@ -435,12 +443,24 @@ def _write_pairs(session: Session, pairs: list[tuple[int, _Tpl]]) -> int:
     with cur.copy(f"COPY _plan_tpl (tpl, ord, {_TPL_COLS}) FROM STDIN") as cp:
         cp.write("\n".join(lines) + "\n")
     # In elder order, each elder's rows in plan order (as the rows were written one by one before).
-    cur.execute(f"INSERT INTO checkins ({', '.join(_COLS)}) "
-                f"SELECT x.eid, {', '.join('t.' + c for c in _COLS[1:])} "
-                "FROM unnest(%s::integer[], %s::integer[]) WITH ORDINALITY AS x(eid, tpl, n) "
-                "JOIN _plan_tpl t ON t.tpl = x.tpl ORDER BY x.n, t.ord "
-                "ON CONFLICT (elder_id, slot) DO NOTHING", (eids, tpls))
-    n = cur.rowcount
+    insert = (f"INSERT INTO checkins ({', '.join(_COLS)}) "
+              f"SELECT x.eid, {', '.join('t.' + c for c in _COLS[1:])} "
+              "FROM unnest(%s::integer[], %s::integer[]) WITH ORDINALITY AS x(eid, tpl, n) "
+              "JOIN _plan_tpl t ON t.tpl = x.tpl ORDER BY x.n, t.ord")
+    n = None
+    if fresh:
+        cur.execute("SAVEPOINT plan_fresh")
+        try:
+            cur.execute(insert, (eids, tpls))
+            n = cur.rowcount
+            cur.execute("RELEASE SAVEPOINT plan_fresh")
+        except psycopg.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT plan_fresh")
+            log.info("planner: a fresh batch had existing slots; written again skipping them",
+                     extra={"action": "plan_fresh_conflict"})
+    if n is None:
+        cur.execute(insert + " ON CONFLICT (elder_id, slot) DO NOTHING", (eids, tpls))
+        n = cur.rowcount
     cur.execute("TRUNCATE _plan_tpl")
     return max(int(n or 0), 0)
 
@@ -503,6 +523,8 @@ def plan_range(
     with sessions() as s:
         events = load_events(s, start, end)
         dialect = s.get_bind().dialect.name
+        if dialect == "postgresql":
+            _ensure_statistics(s)
     cp = ClassPlanner(policies, start, end, now, events=events, dialect=dialect, home_tasks=home_tasks,
                       insert_until=insert_until)
     history_since = start - timedelta(days=62)
@@ -536,13 +558,33 @@ def plan_range(
                 for p in _materialise(pairs):
                     sink(p)
             if out or tasks or (reconcile_surge and (pairs or gone)):
-                writer.put(out, tasks, pairs + gone if reconcile_surge else [])
+                # No history at all (no open call, none completed lately): slots are new (see _write_pairs).
+                writer.put(out, tasks, pairs + gone if reconcile_surge else [], fresh=not hist and not reconcile_surge)
     result.seconds = _time.perf_counter() - t0
     log.debug("planned with %d class plans", cp.builds, extra={"action": "plan_classes"})
     return result
 
 
 _NO_PLAN = _Tpl([], [])
+_STATS_TABLES = ["elders", "regions", "checkins"]
+
+
+def _ensure_statistics(session: Session) -> None:
+    """PostgreSQL: ANALYZE the tables the batch queries read if they have never been analysed.
+
+    Without statistics (autovacuum off, a database just restored or bulk-loaded) the server
+    guesses a few thousand elders and answers each batch's ``id > last ORDER BY id LIMIT n`` with a
+    scan and sort of the whole table instead of the primary key: planning 10⁶ elders then costs
+    200 such scans. ANALYZE samples 30,000 rows (well under a second); tables that have statistics,
+    even old ones, are left alone (the server scales those by the table's current size).
+    """
+    never = session.execute(text("SELECT relname FROM pg_class WHERE oid = ANY(CAST(:t AS regclass[])) "
+                                 "AND reltuples < 0"), {"t": _STATS_TABLES}).scalars().all()
+    for name in never:
+        session.execute(text(f'ANALYZE "{name}"'))
+        log.info("table %s had no statistics: analysed", name, extra={"action": "plan_analyze", "table": name})
+    if never:
+        session.commit()
 
 
 def _split_inactive(batches: Iterator[tuple[list[Any], _Hist]], split: bool
@@ -580,7 +622,7 @@ class _Writer:
                  reconcile: tuple[datetime, datetime] | None = None, pg: bool = False) -> None:
         self.sessions, self.result, self.reconcile = sessions, result, reconcile
         self.pg = pg
-        self.q: queue.Queue[tuple[list[Any], list[Any], list[tuple[int, _Tpl]]] | None] = queue.Queue(maxsize=threads)
+        self.q: queue.Queue[tuple[list[Any], list[Any], list[tuple[int, _Tpl]], bool] | None] = queue.Queue(maxsize=threads)
         self.error: BaseException | None = None
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._run, name=f"planner-writer-{i}", daemon=True)
@@ -601,7 +643,7 @@ class _Writer:
                     _big_cache(s)
                     if self.reconcile is not None:
                         c, r = _reconcile(s, item[2], *self.reconcile)
-                    n = _write_pairs(s, item[0]) if self.pg else _write_checkins_sqlite(s, item[0])
+                    n = _write_pairs(s, item[0], item[3]) if self.pg else _write_checkins_sqlite(s, item[0])
                     k = _write_tasks(s, item[1])
                 with self.lock:
                     self.result.inserted += n
@@ -611,10 +653,10 @@ class _Writer:
             except BaseException as exc:  # re-raised in the planning thread
                 self.error = exc
 
-    def put(self, out: list[Any], tasks: list[Any], pairs: list[tuple[int, _Tpl]]) -> None:
+    def put(self, out: list[Any], tasks: list[Any], pairs: list[tuple[int, _Tpl]], fresh: bool = False) -> None:
         if self.error is not None:
             raise self.error
-        self.q.put((out, tasks, pairs))
+        self.q.put((out, tasks, pairs, fresh))
 
     def __exit__(self, *exc: object) -> None:
         for _ in self.threads:

@@ -54,6 +54,46 @@ def test_plan_is_idempotent_and_creates_home_visit_tasks(sessions, town) -> None
     assert tasks == [(town["high"], "2026-12")]
 
 
+def test_fresh_batch_with_an_old_slot_skips_it_and_writes_the_rest(sessions, town, caplog) -> None:
+    """No history for the batch's elders (PostgreSQL then tries a plain INSERT), but one slot exists
+    as an old cancelled call: that row stays as it is, every other slot is written once."""
+    start, end = L(2026, 12, 1), L(2027, 1, 1)
+    wanted: list = []
+    plan_range(sessions, start, end, start, POL, dry_run=True, sink=wanted.append)
+    old = next(p for p in wanted if p.elder_id == town["high"])
+    with sessions() as s, s.begin():
+        s.add(CheckIn(elder_id=old.elder_id, slot=old.slot, kind=old.kind, status=CheckInStatus.CANCELLED,
+                      due_at=old.due_at, next_attempt_at=old.due_at, reasons=["旧的"]))
+    with caplog.at_level("INFO", logger="scheduler.planner"):
+        r = plan_range(sessions, start, end, start, POL)
+    assert r.planned == len(wanted) and r.inserted == len(wanted) - 1
+    with sessions() as s:
+        rows = s.execute(select(CheckIn.elder_id, CheckIn.slot, CheckIn.status, CheckIn.reasons)).all()
+    assert sorted((e, sl) for e, sl, _, _ in rows) == sorted((p.elder_id, p.slot) for p in wanted)
+    kept = [(st, rs) for e, sl, st, rs in rows if (e, sl) == (old.elder_id, old.slot)]
+    assert kept == [(CheckInStatus.CANCELLED, ["旧的"])]
+    if sessions.kw["bind"].dialect.name == "postgresql":  # the plain INSERT met the slot and fell back
+        assert [r for r in caplog.records if getattr(r, "action", "") == "plan_fresh_conflict"]
+
+
+@pytest.mark.postgres
+def test_planner_analyses_tables_that_never_were(sessions, town) -> None:
+    """Autovacuum off or a database just restored: without statistics PostgreSQL would scan all
+    elders for every batch; the planner analyses such tables first (and leaves analysed ones)."""
+    if sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("PostgreSQL statistics")
+
+    def reltuples() -> dict[str, float]:
+        with sessions() as s:
+            return dict(s.execute(text("SELECT relname, reltuples FROM pg_class WHERE oid = ANY("
+                                       "CAST(ARRAY['elders', 'regions', 'checkins'] AS regclass[]))")).all())
+
+    assert all(v < 0 for v in reltuples().values())  # a new schema: never analysed
+    plan_range(sessions, L(2026, 12, 1), L(2027, 1, 1), L(2026, 12, 1), POL)
+    after = reltuples()
+    assert after["elders"] == 3 and after["regions"] > 0 and after["checkins"] == 0
+
+
 def test_claim_order_windows_ladder_and_unreached(sessions, town) -> None:
     notices: list[UnreachedNotice] = []
     q = Queue(sessions, POL, on_unreached=lambda s, n: notices.append(n))
