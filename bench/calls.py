@@ -26,7 +26,7 @@ Turn latency, from the runner's :class:`ivr.call.TurnTiming` (loop times, this p
     end's ``--quick-end-ms``, default ``RunnerConfig.quick_end_ms`` = 400 ms, when the grammar answer is
     already complete, else the VAD's 700 ms) → the same first packet;
   * keypad: the key press (in-band detector) → the first packet.
-The first packet's time is taken at the send (a media sink in ``ivr.line.Line``), not when the runner
+The first packet's time is taken at the send (``RtpSession.play_first_sent_at``), not when the runner
 decided to speak.
 
 ``--pause-ms N``: the elder pauses N ms between the words of "네 좋아요" (a quick end may take "네"; then

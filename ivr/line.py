@@ -1,6 +1,7 @@
 """The elder's end of a live call, as the call runner sees it: prompts out; key presses and speech in.
 
-One reader task consumes everything the RTP session receives and turns it into typed inputs:
+The line consumes everything the RTP session receives, as it arrives (``RtpSession.set_consumer``:
+no task woken per 20 ms frame), and turns it into typed inputs:
 RFC 4733 digits and in-band (Goertzel) digits, merged so one key press is one :class:`KeyPress`;
 speech found by the VAD and recognised by Vosk (fed only while the VAD says the elder speaks) as
 :class:`Heard`. While a prompt plays, a key press or the elder starting to talk (barge-in) stops it
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import enum
 import logging
 from collections.abc import Callable, Sequence
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from ivr.asr import AsrResult, AsyncRecognizer
 from ivr.media.dtmf import DigitMerger, DtmfDetector
-from ivr.media.rtp import AudioFrame, DtmfDigit, MediaDirection, RtpSession
+from ivr.media.rtp import AudioFrame, DtmfDigit, MediaEvent, RtpSession
 from ivr.media.vad import BargeInDetector, EndReason, SpeechDetector, SpeechEnd, SpeechStart, VadConfig
 
 logger = logging.getLogger(__name__)
@@ -89,22 +89,8 @@ class Interrupt(enum.StrEnum):
     SHUTDOWN = "shutdown"  # the service is stopping: the runner says goodbye (see ``Line.shutdown``)
 
 
-class _FirstSent:
-    """Media sink noting when the first frame of a prompt really left (loop time at the send)."""
-
-    __slots__ = ("at", "time")
-
-    def __init__(self, time: Callable[[], float]) -> None:
-        self.at: float | None = None
-        self.time = time
-
-    def on_media(self, direction: MediaDirection, pcm: bytes, at: float) -> None:
-        if self.at is None and direction is MediaDirection.TX:
-            self.at = self.time()
-
-
 class Line:
-    """Runs the media reader for one answered call. ``start()`` then ``play()`` / ``listen()``.
+    """Reads the media of one answered call. ``start()`` then ``play()`` / ``listen()``.
 
     ``quick_end_ms``: in grammar mode, end an utterance after this much trailing silence (instead of
     the VAD's ``end_silence_ms``) when it is short and the recogniser's hypothesis is a complete
@@ -140,7 +126,7 @@ class Line:
         self._rec_active = False
         self._asr_tasks: set[asyncio.Future[object]] = set()
         self._t0 = self._loop.time()
-        self._reader: asyncio.Task[None] | None = None
+        self._reading = False  # ``start``: the media hands us what it receives
         self.speech_started_at: float | None = None  # loop time of the current utterance's start
         self.utterances: list[tuple[float, float]] = []  # (start, end) loop times: for answering-machine checks
         self.asr_seconds = 0.0
@@ -164,13 +150,15 @@ class Line:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._reader = asyncio.ensure_future(self._read())
+        """Take the media's received frames and digits from now on (and what queued before), as they
+        arrive: in the RTP datagram callback, no task woken per 20 ms frame."""
+        self._reading = True
+        self.media.set_consumer(self._on_media)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        if self._reading:
+            self._reading = False
+            self.media.set_consumer(None)
         for t in list(self._asr_tasks):
             t.cancel()
 
@@ -252,16 +240,13 @@ class Line:
         self._prompt_revisable = revisable
         watch = asyncio.ensure_future(self.hung_up.wait())
         watch.add_done_callback(lambda _f: self._stop(Interrupt.HANGUP))
-        first = _FirstSent(self._loop.time)
-        self.media.add_sink(first)
         try:
             done = await self.media.play(pcm, self._interrupt)
         finally:
             self._playing = False
             self._prompt_revisable = False
             watch.cancel()
-            self.media.remove_sink(first)
-            self.last_prompt_sent_at = first.at
+            self.last_prompt_sent_at = self.media.play_first_sent_at
         if done:
             return None
         if self.interrupted_by is None:
@@ -319,24 +304,15 @@ class Line:
         self._arrived.set()
 
     # ---- the reader --------------------------------------------------------------------------
-    async def _read(self) -> None:
-        try:
-            while True:
-                item = await self.media.get(wait_s=0.5)
-                if item is None:
-                    if self.media.closed.is_set():
-                        self._vad_flush()
-                        self._arrived.set()
-                        return
-                    continue
-                if isinstance(item, DtmfDigit):
-                    self._digit(item.digit, "rfc4733")
-                elif isinstance(item, AudioFrame):
-                    self._audio(item.pcm)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("media reader failed", extra={"action": "line_reader_error"})
+    def _on_media(self, item: MediaEvent | None) -> None:
+        if item is None:  # the media closed
+            self._reading = False
+            self._vad_flush()
+            self._arrived.set()
+        elif isinstance(item, DtmfDigit):
+            self._digit(item.digit, "rfc4733")
+        elif isinstance(item, AudioFrame):
+            self._audio(item.pcm)
 
     def _now_ms(self) -> int:
         return int((self._loop.time() - self._t0) * 1000)

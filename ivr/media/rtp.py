@@ -10,7 +10,8 @@ event loop's shared 20 ms :class:`ivr.media.clock.MediaClock` (one tick for all 
 deadlines, no drift); it stops at once when the ``interrupt`` event is set. The send tee gives sinks
 each frame's nominal 20 ms slot time, so a recorder lays the prompt out without gaps or overlaps.
 Incoming: decoded 8 kHz PCM :class:`AudioFrame` and :class:`DtmfDigit` items, in arrival order,
-from :meth:`RtpSession.frames` / :meth:`RtpSession.get`. Digits are queued the moment their first
+from :meth:`RtpSession.frames` / :meth:`RtpSession.get`, or handed as they arrive to one consumer
+(:meth:`RtpSession.set_consumer`: no task wake-up per 20 ms frame; the call's ``Line`` uses it). Digits are queued the moment their first
 end packet arrives, also while a prompt plays; the two end-packet retransmissions are dropped.
 
 Only the far end negotiated in SDP is heard: a packet must come from the ``c=`` address, and the
@@ -31,7 +32,7 @@ import logging
 import random
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -82,6 +83,7 @@ class DtmfDigit:
 
 
 MediaEvent = AudioFrame | DtmfDigit
+MediaConsumer = Callable[[MediaEvent | None], None]  # None: the session closed
 
 
 class MediaSink(Protocol):
@@ -142,6 +144,7 @@ class RtpSession:
         self._dtmf_seen: collections.OrderedDict[tuple[int, int], None] = collections.OrderedDict()
         self._queue: collections.deque[MediaEvent] = collections.deque()
         self._getters: list[asyncio.Future[None]] = []
+        self._consumer: MediaConsumer | None = None
         self._sinks: list[MediaSink] = []
         self._dtmf_since_play = False
         self._playback: Playback | None = None
@@ -156,6 +159,7 @@ class RtpSession:
         self.frames_dropped = 0
         self.packets_foreign = 0  # dropped: not from the far end negotiated in SDP
         self.max_send_lateness_s = 0.0  # worst delay of a prompt frame behind its 20 ms slot
+        self.play_first_sent_at: float | None = None  # loop time the last play()'s first frame was sent
 
     @classmethod
     async def open(cls, host: str, port_range: tuple[int, int] = (20000, 60000)) -> RtpSession:
@@ -270,10 +274,12 @@ class RtpSession:
             self.frames_lost += 1
             silent_ts = (ts - (lost - i) * FRAME_SAMPLES) & 0xFFFFFFFF
             self._push(AudioFrame(_SILENCE, silent_ts))
-            self._tee(MediaDirection.RX, _SILENCE)
+            if self._sinks:
+                self._tee(MediaDirection.RX, _SILENCE)
         pcm = codec.decode(payload)
         self._push(AudioFrame(pcm, ts))
-        self._tee(MediaDirection.RX, pcm)
+        if self._sinks:
+            self._tee(MediaDirection.RX, pcm)
 
     def _on_dtmf_packet(self, packet: RtpPacket) -> None:
         try:
@@ -294,6 +300,9 @@ class RtpSession:
         self._push(DtmfDigit(event.digit, event.duration * 1000 // SAMPLE_RATE, packet.timestamp))
 
     def _push(self, item: MediaEvent) -> None:
+        if self._consumer is not None:
+            self._consume(item)
+            return
         if len(self._queue) >= _MAX_QUEUED_FRAMES:
             for i, old in enumerate(self._queue):
                 if isinstance(old, AudioFrame):
@@ -303,6 +312,33 @@ class RtpSession:
         self._queue.append(item)
         if self._getters:
             self._wake_getters()
+
+    def set_consumer(self, consumer: MediaConsumer | None) -> None:
+        """Hand every received item to ``consumer`` as it arrives (in the datagram callback), instead of
+        queueing it for :meth:`get`: first whatever is queued, in order; ``None`` once the session closes
+        (at once if it is closed already). A consumer that raises is logged and detached (later items
+        queue up again). ``None`` detaches: items queue for :meth:`get` again.
+
+        Why: a reader task woken per 20 ms frame costs a future, a task step and a queue round trip for
+        every frame of every call on the media loop.
+        """
+        self._consumer = consumer
+        if consumer is None:
+            return
+        while self._queue and self._consumer is consumer:
+            self._consume(self._queue.popleft())
+        if self.closed.is_set() and self._consumer is consumer:
+            self._consume(None)
+
+    def _consume(self, item: MediaEvent | None) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            consumer(item)
+        except Exception:
+            logger.exception("media consumer failed", extra={"action": "media_consumer_error"})
+            if self._consumer is consumer:
+                self._consumer = None
 
     async def get(self, wait_s: float | None = None) -> MediaEvent | None:
         """Next received frame or digit; ``None`` on timeout or once the session is closed."""
@@ -372,6 +408,7 @@ class RtpSession:
         if len(pcm) % 2:
             pcm = pcm[:-1]
         self._dtmf_since_play = False
+        self.play_first_sent_at = None
         async with self._send_lock:
             if self.closed.is_set() or (interrupt is not None and interrupt.is_set()):
                 return False
@@ -415,6 +452,8 @@ class RtpSession:
         if self.payload_type != self._play_pt:  # a re-INVITE switched µ-law/A-law mid-prompt
             payload = self._codec.encode(self._play_pcm[index * FRAME_BYTES:(index + 1) * FRAME_BYTES])
         self._send_packet(self.payload_type, payload, self._ts, first)
+        if first:  # turn timing wants the real send time (not the slot): no sink per prompt for it
+            self.play_first_sent_at = self._loop.time()
         if self._sinks:
             self._tee(MediaDirection.TX, self._play_pcm[index * FRAME_BYTES:(index + 1) * FRAME_BYTES], slot)
         self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
@@ -455,6 +494,8 @@ class RtpSession:
             return
         self.closed.set()
         self._wake_getters()
+        if self._consumer is not None:
+            self._consume(None)
         self.packets_foreign += len(self._early)  # never negotiated: nobody to hear them from
         if self._first_foreign is None and self._early:
             self._first_foreign = self._early[0][1]

@@ -127,3 +127,27 @@ def test_merger_drops_same_key_from_other_source() -> None:
 def test_generator_rejects_unknown_key() -> None:
     with pytest.raises(ValueError, match="DTMF"):
         generate_dtmf("E")
+
+
+@pytest.mark.parametrize(("level", "expected"), [(-44.0, "47"), (-46.0, "")])
+def test_threshold_is_the_same_after_silence(level: float, expected: str) -> None:
+    """Silence is skipped by the detector's quick energy test: a key press just above the level threshold
+    (-42 dBFS for both tones: -45 per tone) is still found after it, one just below is not."""
+    x = np.concatenate([np.zeros(8000, np.int16), generate_dtmf_sequence("47", on_ms=80, level_dbfs=level)])
+    assert detect(x) == expected
+
+
+def test_quick_energy_test_only_skips_windows_the_classifier_rejects() -> None:
+    """Whenever the quick test calls a buffer quiet, the full classification finds no key in any window of it."""
+    det = DtmfDetector()
+    cfg = det.config
+    rng = np.random.default_rng(7)
+    quiet = 0
+    for level in np.linspace(-60.0, -30.0, 61):
+        for key in "159#":
+            tone = generate_dtmf(key, 30, level_dbfs=float(level))[: cfg.window + cfg.hop]
+            buf = np.clip(tone + rng.normal(0.0, 2.0, tone.size), -32768, 32767).astype(np.int16)
+            if det._quiet(buf):
+                quiet += 1
+                assert all(det.classify(buf[i : i + cfg.window]) is None for i in (0, cfg.hop))
+    assert 0 < quiet < 61 * 4  # both kinds of buffer were tried

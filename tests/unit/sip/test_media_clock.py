@@ -156,11 +156,28 @@ async def test_interrupt_stops_the_prompt_at_once(pairs: Pairs) -> None:
 
 async def test_interrupt_already_set_plays_nothing(pairs: Pairs) -> None:
     (p,) = await make(pairs, 1)
+    assert await p.session.play(tone(0.1))
+    assert p.session.play_first_sent_at is not None
+    await settle()
+    p.far.packets.clear()
     stop = asyncio.Event()
     stop.set()
     assert await p.session.play(tone(0.5), stop) is False
     await settle()
     assert p.far.packets == []
+    assert p.session.play_first_sent_at is None  # nothing sent by this play
+
+
+async def test_first_frame_send_time_is_when_it_left_not_its_slot(pairs: Pairs) -> None:
+    (p,) = await make(pairs, 1)
+    loop = asyncio.get_running_loop()
+    asked = loop.time()
+    assert await p.session.play(tone(0.2))
+    await settle()
+    sent = p.session.play_first_sent_at
+    assert sent is not None
+    assert asked <= sent <= p.far.packets[0][0]  # loop time is time.monotonic(); the far end got it after
+    assert sent >= p.tee.sent[0][1]  # at or after the frame's nominal slot
 
 
 async def test_digit_from_the_far_end_stops_a_stop_on_dtmf_prompt(pairs: Pairs) -> None:
