@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from ivr.asr import AsrResult, AsyncRecognizer
 from ivr.media.dtmf import DigitMerger, DtmfDetector
+from ivr.media.g711 import as_int16, frame_energy
 from ivr.media.rtp import AudioFrame, DtmfDigit, MediaEvent, RtpSession
 from ivr.media.vad import BargeInDetector, EndReason, SpeechDetector, SpeechEnd, SpeechStart, VadConfig
 
@@ -324,15 +325,17 @@ class Line:
         self._stop(Interrupt.DIGIT)  # a key press stops any prompt, barge-in or not
 
     def _audio(self, pcm: bytes) -> None:
-        for d in self._inband.feed(pcm):
+        samples = as_int16(pcm)
+        energy = frame_energy(samples)  # once per frame for all three detectors (numpy calls dominate here)
+        for d in self._inband.feed(samples, energy):
             self._digit(d.digit, "inband")
         # barge-in only when we can understand what is said, and never by an answer's continuation
-        if self._playing and self._listening_speech and not self.guarding and self._barge.feed(pcm):
+        if self._playing and self._listening_speech and not self.guarding and self._barge.feed(pcm, energy):
             self._stop(Interrupt.SPEECH)
         was_speaking = self._vad.in_speech
         if not was_speaking:
             self._preroll.append(pcm)
-        for ev in self._vad.feed(pcm):
+        for ev in self._vad.feed(pcm, energy):
             if isinstance(ev, SpeechStart):
                 self._speech_start(ev)
             elif isinstance(ev, SpeechEnd):

@@ -16,11 +16,12 @@ A key is reported once after ``hits_to_report`` consecutive hits (2 → tones �
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from ivr.media.g711 import SAMPLE_RATE, Int16Array, as_int16
+from ivr.media.g711 import SAMPLE_RATE, Int16Array, as_int16, frame_energy
 
 ROW_FREQS: tuple[float, ...] = (697.0, 770.0, 852.0, 941.0)
 COL_FREQS: tuple[float, ...] = (1209.0, 1336.0, 1477.0, 1633.0)
@@ -79,6 +80,7 @@ class DtmfDetector:
         # rounding never lets the quick test reject a window ``classify`` would have looked at
         self._min_energy = 10 ** (cfg.min_level_dbfs / 10) / 2.0 * cfg.window * 32768.0**2 * 0.999
         self._buf: Int16Array = np.zeros(0, dtype=np.int16)
+        self._buf_energy_max = 0.0  # at least the sum of squares of what is in ``_buf``
         self._consumed = 0  # samples that left the buffer
         self._run_key: str | None = None
         self._run = 0
@@ -87,19 +89,44 @@ class DtmfDetector:
 
     def reset(self) -> None:
         self._buf = np.zeros(0, dtype=np.int16)
+        self._buf_energy_max = 0.0
         self._run_key, self._run, self._active, self._miss = None, 0, None, 0
 
-    def feed(self, pcm: bytes | Int16Array) -> list[DtmfDigit]:
+    def feed(self, pcm: bytes | Int16Array, energy: float | None = None) -> list[DtmfDigit]:
+        """Digits whose tones end in ``pcm``. ``energy``: its sum of squared samples when the caller has
+        it already (``frame_energy``; the call's line shares one per frame with the VAD)."""
         cfg = self.config
-        self._buf = np.concatenate([self._buf, as_int16(pcm)])
+        new = as_int16(pcm)
+        if energy is None:
+            energy = frame_energy(new)
+        # Quiet buffer (the usual frame: the elder is silent): every window in it is quieter than a key
+        # press, so no window can be a hit and only the debouncer sees them. The test uses an upper
+        # bound of what is left over from the last feed, so it needs no numpy work of its own (this
+        # runs for every 20 ms frame of every call; classifying costs ~8 µs per window).
+        size = self._buf.size + new.size
+        if size >= cfg.window and self._buf_energy_max + energy < self._min_energy:
+            windows = (size - cfg.window) // cfg.hop + 1
+            left = size - windows * cfg.hop
+            if left <= new.size:
+                for _ in range(windows):
+                    self._debounce(None)  # never reports a digit
+                self._buf = new[new.size - left :]
+                self._buf_energy_max = energy  # the leftover is part of this feed
+                self._consumed += windows * cfg.hop
+                return []
+        self._buf = np.concatenate([self._buf, new])
+        out = self._classify_buffer()
+        # what is left is the end of the buffer: within this feed's samples, or of unknown energy
+        self._buf_energy_max = energy if self._buf.size <= new.size else math.inf
+        return out
+
+    def _classify_buffer(self) -> list[DtmfDigit]:
+        cfg = self.config
         out: list[DtmfDigit] = []
         if self._buf.size >= cfg.window and self._quiet(self._buf):
-            # every window in the buffer is quieter than a key press (the usual frame: the elder is
-            # silent): no window can be a hit, so only the debouncer sees them (a few µs instead of
-            # ~8 µs per window; this runs for every 20 ms frame of every call)
             windows = (self._buf.size - cfg.window) // cfg.hop + 1
             for _ in range(windows):
-                self._debounce(None)  # never reports a digit
+                self._debounce(None)
             self._buf = self._buf[windows * cfg.hop :]
             self._consumed += windows * cfg.hop
             return out
@@ -115,8 +142,7 @@ class DtmfDetector:
 
     def _quiet(self, samples: Int16Array) -> bool:
         """All of ``samples`` together carry less energy than one window at ``min_level_dbfs``."""
-        wide = samples.astype(np.int64)
-        return int(np.dot(wide, wide)) < self._min_energy
+        return frame_energy(samples) < self._min_energy
 
     def _debounce(self, key: str | None) -> str | None:
         cfg = self.config

@@ -35,6 +35,13 @@ def as_int16(pcm: bytes | bytearray | memoryview | npt.NDArray[np.generic]) -> I
     )
 
 
+def frame_energy(samples: Int16Array) -> float:
+    """Sum of squared samples (int16 units), exact: float64 holds any 20 ms frame's sum without rounding.
+    The call's line computes it once per received frame for the DTMF detector and the VAD."""
+    x = samples.astype(np.float64)
+    return float(x @ x)
+
+
 def _linear_to_ulaw_array(samples: Int16Array) -> npt.NDArray[np.uint8]:
     # ITU-T G.191 ``ulaw_compress``: magnitude of the 14-bit value (one's complement for negatives).
     lin = samples.astype(np.int32)

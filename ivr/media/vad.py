@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ivr.media.g711 import BYTES_PER_FRAME, FRAME_MS, Int16Array, as_int16
+from ivr.media.g711 import BYTES_PER_FRAME, FRAME_MS, Int16Array, as_int16, frame_energy
 
 
 class EndReason(enum.StrEnum):
@@ -74,10 +74,14 @@ def spectral_flatness(frame: Int16Array) -> float:
     return float(np.exp(np.mean(np.log(band))) / np.mean(band))
 
 
-def frame_dbfs(frame: Int16Array) -> float:
-    x = frame.astype(np.float64)
-    ms = float(np.dot(x, x)) / max(len(x), 1)
-    return 10.0 * math.log10(max(ms, 1e-3) / (32768.0**2))  # math: numpy's scalar log10 costs µs per frame
+def frame_dbfs(frame: Int16Array, energy: float | None = None) -> float:
+    """Level of ``frame``; ``energy``: its ``frame_energy`` when the caller has it already."""
+    ms = (frame_energy(frame) if energy is None else energy) / max(len(frame), 1)
+    return energy_dbfs(ms)
+
+
+def energy_dbfs(mean_square: float) -> float:
+    return 10.0 * math.log10(max(mean_square, 1e-3) / (32768.0**2))  # math: numpy's scalar log10 costs µs
 
 
 class SpeechDetector:
@@ -135,7 +139,13 @@ class SpeechDetector:
             return None
         return self._end(EndReason.SILENCE)
 
-    def feed(self, pcm: bytes) -> list[VadEvent]:
+    def feed(self, pcm: bytes, energy: float | None = None) -> list[VadEvent]:
+        """Events of the frames completed by ``pcm``. ``energy``: the ``frame_energy`` of ``pcm`` when the
+        caller has it (used when ``pcm`` is exactly one frame and nothing is pending: no numpy work then
+        unless the frame is loud enough to be speech)."""
+        if energy is not None and not self._pending and len(pcm) == self.frame_bytes:
+            ev = self._frame(pcm, energy)
+            return [] if ev is None else [ev]
         data = self._pending + pcm
         events: list[VadEvent] = []
         n = len(data) - len(data) % self.frame_bytes
@@ -161,10 +171,11 @@ class SpeechDetector:
         self._recent_loud.clear()
         self._pending = b""
 
-    def _frame(self, frame: bytes) -> VadEvent | None:
+    def _frame(self, frame: bytes, energy: float | None = None) -> VadEvent | None:
         cfg = self.config
-        samples = as_int16(frame)
-        level = frame_dbfs(samples)
+        if energy is None:
+            energy = frame_energy(as_int16(frame))
+        level = energy_dbfs(energy / (len(frame) // 2))
         floor = self.noise_floor_dbfs
         levels = self._levels
         if len(levels) == levels.maxlen:
@@ -178,7 +189,7 @@ class SpeechDetector:
             loud = (
                 level >= floor + cfg.start_margin_db
                 and level >= cfg.min_speech_dbfs
-                and spectral_flatness(samples) <= cfg.max_flatness
+                and spectral_flatness(as_int16(frame)) <= cfg.max_flatness
             )
             self._recent.append(frame)
             self._recent_loud.append(loud)
@@ -231,9 +242,9 @@ class BargeInDetector:
     def __init__(self, config: VadConfig | None = None) -> None:
         self._vad = SpeechDetector(config or VadConfig.barge_in())
 
-    def feed(self, pcm: bytes) -> bool:
+    def feed(self, pcm: bytes, energy: float | None = None) -> bool:
         """True once speech has started in what was fed (then call :meth:`reset` for the next prompt)."""
-        return any(isinstance(e, SpeechStart) for e in self._vad.feed(pcm)) or self._vad.in_speech
+        return any(isinstance(e, SpeechStart) for e in self._vad.feed(pcm, energy)) or self._vad.in_speech
 
     def reset(self) -> None:
         self._vad.reset()

@@ -10,6 +10,7 @@ from ivr.media.dtmf import (
     DigitMerger,
     DtmfConfig,
     DtmfDetector,
+    DtmfDigit,
     generate_dtmf,
     generate_dtmf_sequence,
 )
@@ -151,3 +152,20 @@ def test_quick_energy_test_only_skips_windows_the_classifier_rejects() -> None:
                 quiet += 1
                 assert all(det.classify(buf[i : i + cfg.window]) is None for i in (0, cfg.hop))
     assert 0 < quiet < 61 * 4  # both kinds of buffer were tried
+
+
+@pytest.mark.parametrize("chunk", [160, 80, 240, 37])
+def test_a_shared_frame_energy_gives_the_same_digits(chunk: int) -> None:
+    """The call's line hands each frame's energy to the detector (computed once for the VAD too): the
+    digits and their times are those found without it, tones near the threshold, after silence, in noise."""
+    x = np.concatenate([np.zeros(4000, np.int16), generate_dtmf_sequence("1#9", on_ms=60, off_ms=50, level_dbfs=-44),
+                        mix(generate_dtmf_sequence("2580", on_ms=70, off_ms=60), white_noise(8 * 780, -35)),
+                        generate_dtmf_sequence("7", on_ms=45, level_dbfs=-46)])
+    plain, shared = DtmfDetector(), DtmfDetector()
+    got: tuple[list[DtmfDigit], list[DtmfDigit]] = ([], [])
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk]
+        got[0].extend(plain.feed(part))
+        got[1].extend(shared.feed(part, g711.frame_energy(part)))
+    assert got[0] == got[1]
+    assert "".join(d.digit for d in got[0]) == "1#92580"

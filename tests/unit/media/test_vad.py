@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ivr.media.g711 import Int16Array
+from ivr.media.g711 import Int16Array, as_int16, frame_energy
 from ivr.media.vad import BargeInDetector, EndReason, SpeechDetector, SpeechEnd, SpeechStart, VadConfig
 
 from .conftest import mix, white_noise
@@ -117,3 +117,26 @@ def test_trailing_silence_and_early_end(speech: dict[str, Int16Array]) -> None:
     end = vad.end_now()
     assert isinstance(end, SpeechEnd) and end.reason is EndReason.SILENCE
     assert not vad.in_speech and vad.trailing_silence_ms == 0 and vad.end_now() is None
+
+
+def test_a_shared_frame_energy_gives_the_same_events(speech: dict[str, Int16Array]) -> None:
+    """The call's line computes each frame's energy once for the DTMF detector and the VAD: same events,
+    same levels, also for frames fed in other sizes (energy ignored) and for barge-in."""
+    x = mix(np.concatenate([zeros(1000), speech["ko"], zeros(900), speech["ko"], zeros(1500)]),
+            white_noise(8 * (1000 + 900 + 1500) + 2 * len(speech["ko"]), -50))
+    b = x.astype("<i2").tobytes()
+    plain, shared = SpeechDetector(), SpeechDetector()
+    got: tuple[list[SpeechStart | SpeechEnd], list[SpeechStart | SpeechEnd]] = ([], [])
+    barge_plain, barge_shared = BargeInDetector(), BargeInDetector()
+    barged: tuple[list[bool], list[bool]] = ([], [])
+    for i in range(0, len(b) - 320, 320):
+        frame = b[i : i + 320]
+        got[0].extend(plain.feed(frame))
+        got[1].extend(shared.feed(frame, frame_energy(as_int16(frame))))
+        barged[0].append(barge_plain.feed(frame))
+        barged[1].append(barge_shared.feed(frame, frame_energy(as_int16(frame))))
+        assert plain.noise_floor_dbfs == shared.noise_floor_dbfs
+    assert got[0] == got[1] and len(got[0]) >= 4
+    assert barged[0] == barged[1] and any(barged[0])
+    odd = SpeechDetector()
+    assert [e for i in range(0, len(b), 250) for e in odd.feed(b[i : i + 250], 1e12)] == got[0]  # not one frame
