@@ -155,7 +155,7 @@ def _raw_batches(
                 done_since = (literal_column("+checkins.completed_at") >= type_coerce(history_since, CheckIn.completed_at.type)
                               if lite else CheckIn.completed_at >= history_since)
                 hq = hq.where(or_(_status_in(lite, OPEN), done_since))
-            hist = {h[0]: (h[1], int(h[2] or 0)) for h in s.connection().execute(hq)}
+            hist = {h[0]: (h[1], int(h[2] or 0)) for h in s.connection().execute(hq).all()}
         yield rows, hist
         last = hi
         if len(rows) < batch:
@@ -259,7 +259,6 @@ class ClassPlanner:
                  insert_until: datetime | None = None) -> None:
         self.policies, self.start, self.end, self.now, self.events = policies, start, end, now, events
         self.insert_until = insert_until
-        self.pg = dialect == "postgresql"
         self.home_tasks = home_tasks
         self.floor0 = max(start, now)
         self._paths: dict[str, tuple[Any, ...]] = {}
@@ -318,15 +317,15 @@ class ClassPlanner:
 
     def expand(self, rows: list[Any], hist: _Hist, want_plans: bool = False
                ) -> tuple[list[Any], list[Any], int, list[tuple[int, _Tpl]]]:
-        """(check-in rows, home-task rows, number planned, (elder id, class plan) pairs when asked for:
-        one per elder, the plan possibly empty).
+        """(check-ins to write, home-task rows, number planned, (elder id, class plan) pairs when asked
+        for: one per elder, the plan possibly empty).
 
-        Check-in rows are value tuples on SQLite and (elder id, class plan) pairs on PostgreSQL."""
+        Check-ins to write are (elder id, class plan) pairs of the elders with something planned."""
         out: list[Any] = []
         tasks: list[Any] = []
         plans: list[tuple[int, _Tpl]] = []
         planned = 0
-        paths, classes, pg, floor0 = self._paths, self._classes, self.pg, self.floor0
+        paths, classes, floor0 = self._paths, self._classes, self.floor0
         for r in rows:
             eid = r[0]
             pk = paths.get(r[1]) or self._path_key(r[1])
@@ -347,10 +346,7 @@ class ClassPlanner:
                 tpl = c.tpls.get(k) or c.tpls.setdefault(k, self._build(c, r, phase, pause, hk))
             if tpl.params:
                 planned += len(tpl.params)
-                if pg:  # written as (elder, class plan) pairs: see _write_pairs
-                    out.append((eid, tpl))
-                else:
-                    out.extend([(eid, *t) for t in tpl.params])
+                out.append((eid, tpl))  # written as (elder, class plan) pairs: see _write_pairs
             if want_plans:  # also an empty plan: a re-plan reconciles the elder's existing calls
                 plans.append((eid, tpl))
             if c.tasks:
@@ -363,6 +359,7 @@ class ClassPlanner:
 _COLS = ("elder_id", "slot", "kind", "status", "priority", "due_at", "next_attempt_at", "ignore_call_window",
          "reasons", "dialog_flags", "attempts", "version", "created_at", "updated_at")
 _TASK_COLS = ("elder_id", "month", "due_at", "status", "created_at", "updated_at")
+_TPL_COLS = ", ".join(_COLS[1:])
 
 
 class _Encoder:
@@ -393,20 +390,42 @@ class _Encoder:
         return (month, due, "open", self.now, self.now)
 
 
-def _write_checkins_sqlite(session: Session, out: list[Any]) -> int:
-    """SQLite: insert value tuples, skipping existing (elder, slot); returns the number of new rows.
-    (PostgreSQL: :func:`_write_pairs`.)"""
-    if not out:
+def _write_checkins_sqlite(session: Session, pairs: list[tuple[int, _Tpl]]) -> int:
+    """SQLite: insert the check-ins of (elder id, class plan) pairs, skipping existing (elder, slot);
+    returns the number of new rows. (PostgreSQL: :func:`_write_pairs`.)
+
+    As on PostgreSQL, the batch's class plans go once into a temporary table and the elders as one
+    JSON array of [elder id, plan number]; one INSERT … SELECT joins them inside SQLite, so no
+    Python tuple is built or bound per check-in.
+    """
+    if not pairs:
         return 0
     raw = session.connection().connection.driver_connection
     assert raw is not None
+    numbers: dict[int, int] = {}
+    tpl_rows: list[tuple[Any, ...]] = []
+    elders: list[tuple[int, int]] = []
+    for eid, tpl in pairs:
+        k = numbers.get(id(tpl))
+        if k is None:
+            k = numbers[id(tpl)] = len(numbers)
+            tpl_rows.extend([(k, i, *t) for i, t in enumerate(tpl.params)])
+        elders.append((eid, k))
+    raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS _plan_tpl (tpl INTEGER, ord INTEGER, {_TPL_COLS})")
+    raw.execute("CREATE INDEX IF NOT EXISTS temp._plan_tpl_by_tpl ON _plan_tpl (tpl, ord)")  # the join's lookup
+    raw.executemany(f"INSERT INTO temp._plan_tpl VALUES ({', '.join('?' * (len(_COLS) + 1))})", tpl_rows)
     before = raw.total_changes
-    raw.executemany(f"INSERT INTO checkins ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))}) "
-                    "ON CONFLICT (elder_id, slot) DO NOTHING", out)
-    return int(raw.total_changes - before)
+    # In elder order, each elder's rows in plan order. (WHERE true: SQLite's parser needs it
+    # between a SELECT's join and the upsert's ON CONFLICT.)
+    raw.execute(f"INSERT INTO checkins ({', '.join(_COLS)}) "
+                f"SELECT json_extract(x.value, '$[0]'), {', '.join('t.' + c for c in _COLS[1:])} "
+                "FROM json_each(?) x JOIN temp._plan_tpl t ON t.tpl = json_extract(x.value, '$[1]') "
+                "WHERE true ORDER BY x.key, t.ord ON CONFLICT (elder_id, slot) DO NOTHING",
+                (json.dumps(elders, separators=(",", ":")),))
+    n = raw.total_changes - before
+    raw.execute("DELETE FROM temp._plan_tpl")
+    return int(n)
 
-
-_TPL_COLS = ", ".join(_COLS[1:])
 
 
 def _write_pairs(session: Session, pairs: list[tuple[int, _Tpl]], fresh: bool = False) -> int:
@@ -416,8 +435,8 @@ def _write_pairs(session: Session, pairs: list[tuple[int, _Tpl]], fresh: bool = 
     table (COPY), the elders as two integer arrays (elder id, plan number), and one INSERT … SELECT
     joins them. The server parses each plan's text (timestamps, JSON) once, not once per elder.
 
-    ``fresh``: the batch's elders have no open or recent check-ins, so their slots are most likely
-    all new. The rows then go in with a plain INSERT, which costs the server about a quarter less
+    ``fresh``: the slots are most likely all new (the batch's elders have no open or recent
+    check-ins; or, re-planning, none of the calls read for reconciling has a planned slot). The rows then go in with a plain INSERT, which costs the server about a quarter less
     than ON CONFLICT's speculative insertion of every row. The unique key still decides: should a
     slot exist after all (an old cancelled call, another planner racing), the plain INSERT fails as
     a whole, is rolled back to its savepoint and the batch is written with ON CONFLICT DO NOTHING.
@@ -570,20 +589,26 @@ _STATS_TABLES = ["elders", "regions", "checkins"]
 
 
 def _ensure_statistics(session: Session) -> None:
-    """PostgreSQL: ANALYZE the tables the batch queries read if they have never been analysed.
+    """PostgreSQL: ANALYZE the tables the batch queries read when their statistics are missing or
+    stale, by autovacuum's own rule (more than 50 + 10 % rows changed since the last ANALYZE).
 
     Without statistics (autovacuum off, a database just restored or bulk-loaded) the server
     guesses a few thousand elders and answers each batch's ``id > last ORDER BY id LIMIT n`` with a
     scan and sort of the whole table instead of the primary key: planning 10⁶ elders then costs
-    200 such scans. ANALYZE samples 30,000 rows (well under a second); tables that have statistics,
-    even old ones, are left alone (the server scales those by the table's current size).
+    200 such scans. Statistics taken while ``checkins`` was empty make it match every batch's ids
+    against all open calls. ANALYZE samples at most 30,000 rows (well under a second); where
+    autovacuum keeps up, the rule is never met here.
     """
-    never = session.execute(text("SELECT relname FROM pg_class WHERE oid = ANY(CAST(:t AS regclass[])) "
-                                 "AND reltuples < 0"), {"t": _STATS_TABLES}).scalars().all()
-    for name in never:
+    stale = session.execute(text(
+        "SELECT c.relname FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+        "WHERE c.oid = ANY(CAST(:t AS regclass[])) "
+        "AND (c.reltuples < 0 OR COALESCE(s.n_mod_since_analyze, 0) > 50 + 0.1 * c.reltuples)"),
+        {"t": _STATS_TABLES}).scalars().all()
+    for name in stale:
         session.execute(text(f'ANALYZE "{name}"'))
-        log.info("table %s had no statistics: analysed", name, extra={"action": "plan_analyze", "table": name})
-    if never:
+        log.info("table %s had no or stale statistics: analysed", name,
+                 extra={"action": "plan_analyze", "table": name})
+    if stale:
         session.commit()
 
 
@@ -641,9 +666,12 @@ class _Writer:
                 c = r = 0
                 with write_session(self.sessions) as s:
                     _big_cache(s)
+                    fresh = item[3]
                     if self.reconcile is not None:
-                        c, r = _reconcile(s, item[2], *self.reconcile)
-                    n = _write_pairs(s, item[0], item[3]) if self.pg else _write_checkins_sqlite(s, item[0])
+                        # No planned slot among the calls already there: write them as fresh.
+                        c, r, found = _reconcile(s, item[2], *self.reconcile)
+                        fresh = not found
+                    n = _write_pairs(s, item[0], fresh) if self.pg else _write_checkins_sqlite(s, item[0])
                     k = _write_tasks(s, item[1])
                 with self.lock:
                     self.result.inserted += n
@@ -670,17 +698,19 @@ class _Writer:
 _PLANNER = "planner"
 
 
-def _reconcile(session: Session, pairs: list[tuple[int, _Tpl]], now: datetime, until: datetime) -> tuple[int, int]:
+def _reconcile(session: Session, pairs: list[tuple[int, _Tpl]], now: datetime, until: datetime
+               ) -> tuple[int, int, bool]:
     """Bring existing surge/routine check-ins due in ``[now, until)`` in line with the new plans.
 
     Cancelled: open surge calls no longer wanted (event cancelled, ended or shrunk) and planned/due
     routine calls a surge schedule supersedes (a lockdown's doubled cadence, a surge call that day).
     Revived: rows the planner itself cancelled whose slot is wanted again (another event still
     covers the day), since the (elder, slot) key would make a fresh insert a no-op.
+    Returns (cancelled, revived, whether any planned slot was among the calls read).
     """
     by_elder = dict(pairs)
     if not by_elder:
-        return 0, 0
+        return 0, 0, False
     conn = session.connection()
     raw = conn.connection.driver_connection
     assert raw is not None
@@ -697,11 +727,13 @@ def _reconcile(session: Session, pairs: list[tuple[int, _Tpl]], now: datetime, u
     cur.execute(sql, (min(by_elder), max(by_elder), lo_t, hi_t))
     stale: list[tuple[int, S]] = []
     dead: dict[int, PlannedCheckIn] = {}
+    found = False
     for cid, eid, slot, kind, st in cur.fetchall():
         tpl = by_elder.get(eid)
         if tpl is None:
             continue  # not in this batch (another region between the ids)
         p = tpl.slots.get(slot)
+        found = found or p is not None
         if st == "cancelled":
             if p is not None:
                 dead[cid] = p if p.elder_id == eid else replace(p, elder_id=eid)
@@ -710,7 +742,7 @@ def _reconcile(session: Session, pairs: list[tuple[int, _Tpl]], now: datetime, u
     cur.close()
     n_cancel = _cancel_stale(session, stale, now, "预警/封控开始、变更或解除，按新的探访频率调整")
     if not dead:
-        return n_cancel, 0
+        return n_cancel, 0, found
     # Only the planner's own cancellations come back (a call staff cancelled stays cancelled).
     last_actor: dict[int, str] = {r[0]: r[1] for r in conn.execute(
         select(CheckInTransition.checkin_id, CheckInTransition.actor)
@@ -732,7 +764,7 @@ def _reconcile(session: Session, pairs: list[tuple[int, _Tpl]], now: datetime, u
             trans.append({"checkin_id": i, "from_status": S.CANCELLED, "to_status": to, "at": now,
                           "actor": _PLANNER, "note": "仍有预警/封控需要此次探访，恢复"})
     _record_many(session, trans)
-    return n_cancel, len(trans)
+    return n_cancel, len(trans), found
 
 
 _CLAIMABLE_SQL = "('planned', 'due', 'retry_wait')"
@@ -755,8 +787,10 @@ def _cancel_stale(session: Session, stale: list[tuple[int, S]], now: datetime, n
     if session.get_bind().dialect.name == "postgresql":
         cur = raw.cursor()
         cur.execute(
-            "WITH old AS (SELECT id, status FROM checkins WHERE id = ANY(%s) AND status IN " + _CLAIMABLE_SQL
-            + " FOR UPDATE SKIP LOCKED), "
+            # (The ids as rows joined to the table: as an "id = ANY(array)" filter, with poor
+            # estimates the server compared every open call with every id of the batch.)
+            "WITH old AS (SELECT c.id, c.status FROM unnest(%s::integer[]) AS x(id) JOIN checkins c ON c.id = x.id "
+            "WHERE c.status IN " + _CLAIMABLE_SQL + " FOR UPDATE OF c SKIP LOCKED), "
             "upd AS (UPDATE checkins c SET status = 'cancelled', version = c.version + 1, updated_at = %s "
             "FROM old WHERE c.id = old.id RETURNING c.id, old.status) "
             "INSERT INTO checkin_transitions (checkin_id, from_status, to_status, at, actor, note) "
@@ -765,14 +799,17 @@ def _cancel_stale(session: Session, stale: list[tuple[int, S]], now: datetime, n
         return max(int(cur.rowcount or 0), 0)
     for _, st in stale:
         check_transition(st, S.CANCELLED)
+    # One statement each, the ids as a JSON array (no statement or binding per row).
     before = raw.total_changes
-    raw.executemany("UPDATE checkins SET status = 'cancelled', version = version + 1, updated_at = ? "
-                    "WHERE id = ? AND status IN " + _CLAIMABLE_SQL, [(at, i) for i, _ in stale])
+    raw.execute("UPDATE checkins SET status = 'cancelled', version = version + 1, updated_at = ? "
+                "WHERE id IN (SELECT value FROM json_each(?)) AND status IN " + _CLAIMABLE_SQL,
+                (at, json.dumps([i for i, _ in stale])))
     n = raw.total_changes - before
     if n != len(stale):  # cannot happen under the write lock; refuse rather than mis-record
         raise RuntimeError(f"cancel: {n} of {len(stale)} rows changed")
-    raw.executemany("INSERT INTO checkin_transitions (checkin_id, from_status, to_status, at, actor, note) "
-                    "VALUES (?, ?, 'cancelled', ?, ?, ?)", [(i, st.value, at, _PLANNER, note) for i, st in stale])
+    raw.execute("INSERT INTO checkin_transitions (checkin_id, from_status, to_status, at, actor, note) "
+                "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), 'cancelled', ?, ?, ? "
+                "FROM json_each(?) ORDER BY key", (at, _PLANNER, note, json.dumps([[i, st.value] for i, st in stale])))
     return n
 
 
