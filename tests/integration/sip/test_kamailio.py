@@ -70,16 +70,39 @@ async def test_options_to_proxy(kamailio, ua_factory) -> None:
 
 
 @pytest.mark.slow
-async def test_call_through_proxy_stays_up_past_32s_then_they_hang_up(kamailio, baresip, ua_factory) -> None:
-    proxy = kamailio(users=USERS, invite_auth_users=("ivr",))
-    phone = baresip(answer="auto", registrar=proxy.domain, password="elder-secret")
-    ua = await ua_factory(proxy=proxy.uri, username="ivr", password="ivr-secret")
-    call = await ua.call("elder", ring_timeout_s=10)
-    assert call.outcome is CallResult.ANSWERED
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        await asyncio.sleep(4)
-        assert not call.hung_up.is_set(), "dropped: the ACK did not follow the route set"
-    await asyncio.to_thread(phone.hangup)  # their BYE comes through the proxy
-    await asyncio.wait_for(call.hung_up.wait(), 5)
-    assert call.ended_by == "remote" and call.talk_duration_s > 40
+async def test_calls_stay_up_direct_past_60s_and_through_the_proxy_past_32s(kamailio, baresip, ua_factory, sip_ua,
+                                                                           prompt_pcm) -> None:
+    """ACK correctness, two ways at once (both only wait, so they share the minute):
+    a direct call to baresip stays up over 60 s (a wrong ACK makes the phone give up at 32 s), and a
+    call through kamailio stays up past 32 s (an ACK that ignores the route set never reaches the
+    phone), then their BYE comes back through the proxy."""
+
+    async def direct() -> None:
+        phone = baresip(answer="auto")
+        call = await sip_ua.call(phone.uri, ring_timeout_s=10)
+        assert call.outcome is CallResult.ANSWERED
+        deadline = time.monotonic() + 65
+        while time.monotonic() < deadline:
+            await asyncio.sleep(5)
+            assert not call.hung_up.is_set(), "the phone dropped the call (bad ACK?)"
+        assert "CALL_CLOSED" not in phone.event_types()
+        assert await call.media.play(prompt_pcm[:8000])
+        await call.hangup()
+        await asyncio.to_thread(phone.wait_event, "CALL_CLOSED", 5.0)
+        assert call.talk_duration_s > 60
+
+    async def proxied() -> None:
+        proxy = kamailio(users=USERS, invite_auth_users=("ivr",))
+        phone = baresip(answer="auto", registrar=proxy.domain, password="elder-secret")
+        ua = await ua_factory(proxy=proxy.uri, username="ivr", password="ivr-secret")
+        call = await ua.call("elder", ring_timeout_s=10)
+        assert call.outcome is CallResult.ANSWERED
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            await asyncio.sleep(4)
+            assert not call.hung_up.is_set(), "dropped: the ACK did not follow the route set"
+        await asyncio.to_thread(phone.hangup)  # their BYE comes through the proxy
+        await asyncio.wait_for(call.hung_up.wait(), 5)
+        assert call.ended_by == "remote" and call.talk_duration_s > 40
+
+    await asyncio.gather(direct(), proxied())
