@@ -1,9 +1,9 @@
 """The planner: stream elders in batches, ask the policy, write due check-ins idempotently.
 
-Inserts use ``INSERT … ON CONFLICT (elder_id, slot) DO NOTHING`` (SQLite: one ``executemany`` per
-batch on the driver cursor; PostgreSQL: the batch's class plans ``COPY``-ed into a temporary table
-and joined to the elder ids in one INSERT … SELECT; a batch whose elders have no history at all is
-tried first as a plain INSERT and falls back to ON CONFLICT if a slot exists after all),
+Inserts use ``INSERT … ON CONFLICT (elder_id, slot) DO NOTHING``: the batch's class plans go into a
+temporary table and are joined to the elder ids in one INSERT … SELECT (see :func:`_number_plans`;
+PostgreSQL: a batch whose slots are most likely new is tried first as a plain INSERT and falls back
+to ON CONFLICT if a slot exists after all),
 so re-running a tick, or two planners racing, never creates a second call for a slot. Memory stays
 flat: one batch of elders (keyset pagination by id) is in memory at a time. The policy runs once
 per class of elder, not once per elder (see :class:`ClassPlanner`).
@@ -346,7 +346,7 @@ class ClassPlanner:
                 tpl = c.tpls.get(k) or c.tpls.setdefault(k, self._build(c, r, phase, pause, hk))
             if tpl.params:
                 planned += len(tpl.params)
-                out.append((eid, tpl))  # written as (elder, class plan) pairs: see _write_pairs
+                out.append((eid, tpl))  # written as (elder, class plan) pairs: see _number_plans
             if want_plans:  # also an empty plan: a re-plan reconciles the elder's existing calls
                 plans.append((eid, tpl))
             if c.tasks:
@@ -392,7 +392,7 @@ class _Encoder:
 
 def _write_checkins_sqlite(session: Session, pairs: list[tuple[int, _Tpl]]) -> int:
     """SQLite: insert the check-ins of (elder id, class plan) pairs, skipping existing (elder, slot);
-    returns the number of new rows. (PostgreSQL: :func:`_write_pairs`.)
+    returns the number of new rows. (PostgreSQL: :func:`_write_checkins_pg`.)
 
     As on PostgreSQL, the batch's class plans go once into a temporary table and the elders as one
     JSON array of [elder id, plan number]; one INSERT … SELECT joins them inside SQLite, so no
@@ -402,15 +402,7 @@ def _write_checkins_sqlite(session: Session, pairs: list[tuple[int, _Tpl]]) -> i
         return 0
     raw = session.connection().connection.driver_connection
     assert raw is not None
-    numbers: dict[int, int] = {}
-    tpl_rows: list[tuple[Any, ...]] = []
-    elders: list[tuple[int, int]] = []
-    for eid, tpl in pairs:
-        k = numbers.get(id(tpl))
-        if k is None:
-            k = numbers[id(tpl)] = len(numbers)
-            tpl_rows.extend([(k, i, *t) for i, t in enumerate(tpl.params)])
-        elders.append((eid, k))
+    tpl_rows, eids, tpls = _number_plans(pairs, lambda k, i, t: (k, i, *t))
     raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS _plan_tpl (tpl INTEGER, ord INTEGER, {_TPL_COLS})")
     raw.execute("CREATE INDEX IF NOT EXISTS temp._plan_tpl_by_tpl ON _plan_tpl (tpl, ord)")  # the join's lookup
     raw.executemany(f"INSERT INTO temp._plan_tpl VALUES ({', '.join('?' * (len(_COLS) + 1))})", tpl_rows)
@@ -421,14 +413,31 @@ def _write_checkins_sqlite(session: Session, pairs: list[tuple[int, _Tpl]]) -> i
                 f"SELECT json_extract(x.value, '$[0]'), {', '.join('t.' + c for c in _COLS[1:])} "
                 "FROM json_each(?) x JOIN temp._plan_tpl t ON t.tpl = json_extract(x.value, '$[1]') "
                 "WHERE true ORDER BY x.key, t.ord ON CONFLICT (elder_id, slot) DO NOTHING",
-                (json.dumps(elders, separators=(",", ":")),))
+                (json.dumps(list(zip(eids, tpls, strict=True)), separators=(",", ":")),))
     n = raw.total_changes - before
     raw.execute("DELETE FROM temp._plan_tpl")
     return int(n)
 
 
+def _number_plans(pairs: list[tuple[int, _Tpl]], row: Callable[[int, int, Any], Any]
+                  ) -> tuple[list[Any], list[int], list[int]]:
+    """Number a batch's distinct class plans: (``row(plan number, position, encoded check-in)`` for
+    each check-in of each plan once, the elder ids, each elder's plan number)."""
+    numbers: dict[int, int] = {}
+    rows: list[Any] = []
+    eids: list[int] = []
+    tpls: list[int] = []
+    for eid, tpl in pairs:
+        k = numbers.get(id(tpl))
+        if k is None:
+            k = numbers[id(tpl)] = len(numbers)
+            rows.extend([row(k, i, t) for i, t in enumerate(tpl.params)])
+        eids.append(eid)
+        tpls.append(k)
+    return rows, eids, tpls
 
-def _write_pairs(session: Session, pairs: list[tuple[int, _Tpl]], fresh: bool = False) -> int:
+
+def _write_checkins_pg(session: Session, pairs: list[tuple[int, _Tpl]], fresh: bool = False) -> int:
     """PostgreSQL: insert the check-ins of (elder id, class plan) pairs, skipping existing (elder, slot).
 
     A batch of 5000 elders uses a few hundred class plans: their rows go once into a temporary
@@ -436,8 +445,9 @@ def _write_pairs(session: Session, pairs: list[tuple[int, _Tpl]], fresh: bool = 
     joins them. The server parses each plan's text (timestamps, JSON) once, not once per elder.
 
     ``fresh``: the slots are most likely all new (the batch's elders have no open or recent
-    check-ins; or, re-planning, none of the calls read for reconciling has a planned slot). The rows then go in with a plain INSERT, which costs the server about a quarter less
-    than ON CONFLICT's speculative insertion of every row. The unique key still decides: should a
+    check-ins; or, re-planning, none of the calls read for reconciling has a planned slot). The
+    rows then go in with a plain INSERT, which costs the server about a quarter less than ON
+    CONFLICT's speculative insertion of every row. The unique key still decides: should a
     slot exist after all (an old cancelled call, another planner racing), the plain INSERT fails as
     a whole, is rolled back to its savepoint and the batch is written with ON CONFLICT DO NOTHING.
     """
@@ -445,17 +455,7 @@ def _write_pairs(session: Session, pairs: list[tuple[int, _Tpl]], fresh: bool = 
         return 0
     raw = session.connection().connection.driver_connection
     assert raw is not None
-    numbers: dict[int, int] = {}
-    lines: list[str] = []
-    eids: list[int] = []
-    tpls: list[int] = []
-    for eid, tpl in pairs:
-        k = numbers.get(id(tpl))
-        if k is None:
-            k = numbers[id(tpl)] = len(numbers)
-            lines.extend([f"{k}\t{i}\t{t}" for i, t in enumerate(tpl.params)])
-        eids.append(eid)
-        tpls.append(k)
+    lines, eids, tpls = _number_plans(pairs, lambda k, i, t: f"{k}\t{i}\t{t}")
     cur = raw.cursor()
     cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS _plan_tpl ON COMMIT DELETE ROWS AS "
                 f"SELECT 0 AS tpl, 0 AS ord, {_TPL_COLS} FROM checkins WITH NO DATA")
@@ -577,8 +577,9 @@ def plan_range(
                 for p in _materialise(pairs):
                     sink(p)
             if out or tasks or (reconcile_surge and (pairs or gone)):
-                # No history at all (no open call, none completed lately): slots are new (see _write_pairs).
-                writer.put(out, tasks, pairs + gone if reconcile_surge else [], fresh=not hist and not reconcile_surge)
+                # No history at all (no open call, none completed lately): slots are new (a re-plan
+                # decides in the writer, from the calls it reconciles).
+                writer.put(out, tasks, pairs + gone if reconcile_surge else [], fresh=not hist)
     result.seconds = _time.perf_counter() - t0
     log.debug("planned with %d class plans", cp.builds, extra={"action": "plan_classes"})
     return result
@@ -671,7 +672,7 @@ class _Writer:
                         # No planned slot among the calls already there: write them as fresh.
                         c, r, found = _reconcile(s, item[2], *self.reconcile)
                         fresh = not found
-                    n = _write_pairs(s, item[0], fresh) if self.pg else _write_checkins_sqlite(s, item[0])
+                    n = _write_checkins_pg(s, item[0], fresh) if self.pg else _write_checkins_sqlite(s, item[0])
                     k = _write_tasks(s, item[1])
                 with self.lock:
                     self.result.inserted += n
