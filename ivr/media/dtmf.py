@@ -108,11 +108,9 @@ class DtmfDetector:
             windows = (size - cfg.window) // cfg.hop + 1
             left = size - windows * cfg.hop
             if left <= new.size:
-                for _ in range(windows):
-                    self._debounce(None)  # never reports a digit
+                self._skip_quiet(windows)
                 self._buf = new[new.size - left :]
                 self._buf_energy_max = energy  # the leftover is part of this feed
-                self._consumed += windows * cfg.hop
                 return []
         self._buf = np.concatenate([self._buf, new])
         out = self._classify_buffer()
@@ -125,10 +123,8 @@ class DtmfDetector:
         out: list[DtmfDigit] = []
         if self._buf.size >= cfg.window and self._quiet(self._buf):
             windows = (self._buf.size - cfg.window) // cfg.hop + 1
-            for _ in range(windows):
-                self._debounce(None)
+            self._skip_quiet(windows)
             self._buf = self._buf[windows * cfg.hop :]
-            self._consumed += windows * cfg.hop
             return out
         while self._buf.size >= cfg.window:
             key = self.classify(self._buf[: cfg.window])
@@ -139,6 +135,12 @@ class DtmfDetector:
             self._buf = self._buf[cfg.hop :]
             self._consumed += cfg.hop
         return out
+
+    def _skip_quiet(self, windows: int) -> None:
+        """``windows`` windows too quiet to be a key: only the debouncer sees them (never a digit)."""
+        for _ in range(windows):
+            self._debounce(None)
+        self._consumed += windows * self.config.hop
 
     def _quiet(self, samples: Int16Array) -> bool:
         """All of ``samples`` together carry less energy than one window at ``min_level_dbfs``."""
