@@ -34,6 +34,9 @@ decided to speak.
 ``continued`` answers (a continuation appended), ``revised`` (the continuation changed the decision),
 ``stopped`` prompts (barge-in or key press).
 
+``received frames lost``: RTP sequence gaps our side saw over all calls (filled with silence), ``dropped``:
+frames the runner did not read in time; both 0 means every packet the phones sent reached the detectors.
+
 CPU: this process over the whole step (all threads; Vosk's pool threads also separately) / N, and
 in % of a core per concurrent call. Phones are other processes (printed beside; --peer-nice 10).
 """
@@ -211,7 +214,7 @@ def clean_reason(rep: CallReport, mode: str, late_ms: float) -> str:
     if mode == "asr" and rep.intents[:3] != EXPECT_INTENTS:
         return f"intents {rep.intents} ({[t['text'] for t in rep.transcript if t['who'] == 'elder']})"
     if mode == "keypad" and rep.digits != "111":
-        return f"digits {rep.digits!r}"
+        return f"digits {rep.digits!r} (frames lost on receipt {rep.media_stats.get('frames_lost')})"
     if rep.outcome is not Outcome.WELL:
         return f"outcome {rep.outcome}"
     return ""
@@ -266,7 +269,9 @@ async def step(n: int, args: argparse.Namespace, runner: CallRunner, engine: Dia
         "cpu_s": ours, "cpu_per_call_s": ours / n, "asr_cpu_per_call_s": asr_cpu / n, "loop_cpu_per_call_s": main_cpu / n,
         "cores": ours / wall, "peers_cores": peers / wall, "load": os.getloadavg()[0],
         "late_p50": cs.percentile_ms(0.5), "late_p99": cs.percentile_ms(0.99), "late_max": cs.max_lateness_s * 1000,
-        "resyncs": cs.resyncs, "gc": f"{sum(s['collections'] for s in gc.get_stats()) - gc_before} runs, max {max(_gc_pauses or [0.0]):.0f} ms",
+        "resyncs": cs.resyncs,
+        "rx_lost": sum(rep.media_stats.get("frames_lost", 0) for rep in reports),
+        "rx_dropped": sum(rep.media_stats.get("frames_dropped", 0) for rep in reports), "gc": f"{sum(s['collections'] for s in gc.get_stats()) - gc_before} runs, max {max(_gc_pauses or [0.0]):.0f} ms",
         "voice_p50": pct([t.from_voice_s * 1000 for t in speech], 50),
         "voice_p95": pct([t.from_voice_s * 1000 for t in speech], 95),
         "dec_p50": pct([t.from_decision_s * 1000 for t in speech], 50),
@@ -292,7 +297,7 @@ def line(r: dict[str, Any], mode: str) -> str:
          f" | CPU/call {r['cpu_per_call_s']:.2f} s (loop thread {r['loop_cpu_per_call_s']:.2f} s, Vosk {r['asr_cpu_per_call_s']:.2f} s), "
          f"{100 * r['cores'] / r['n']:.2f} % core/call, ours {r['cores']:.2f} cores, phones {r['peers_cores']:.2f}, "
          f"load {r['load']:.1f} | late p50/p99/max {r['late_p50']:.0f}/{r['late_p99']:.0f}/{r['late_max']:.0f} ms"
-         f" resyncs {r['resyncs']} gc {r['gc']} | match min {r['match_min']:.3f} ({r['matches']})")
+         f" resyncs {r['resyncs']} gc {r['gc']} | received frames lost {r['rx_lost']} dropped {r['rx_dropped']} | match min {r['match_min']:.3f} ({r['matches']})")
     if mode == "asr":
         s += (f" | turn voice→pkt p50/p95 {r['voice_p50']:.0f}/{r['voice_p95']:.0f} ms, decision→pkt "
               f"{r['dec_p50']:.0f}/{r['dec_p95']:.0f} ms, voice→decision p50/p95 {r['end_p50']:.0f}/{r['end_p95']:.0f} ms "

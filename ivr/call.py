@@ -131,6 +131,7 @@ class CallReport:
     turn_latencies: list[tuple[float, float]] = field(default_factory=list)  # speech: (from VAD end, from last voice)
     turns: list[TurnTiming] = field(default_factory=list)  # every answer → next prompt's first packet
     max_send_lateness_ms: int = 0
+    media_stats: dict[str, int] = field(default_factory=dict)  # RtpSession.stats: packets, frames lost …
     prompts: list[str] = field(default_factory=list)
     dialog: Any = None  # the conversation's typed result (dialogs.result.DialogResult) for triage
 
@@ -290,6 +291,7 @@ class CallRunner:
             report.talk_seconds = call.talk_duration_s
             report.ended_at = self.now()
             report.max_send_lateness_ms = round(call.media.max_send_lateness_s * 1000)
+            report.media_stats = call.media.stats
         return report
 
     # ---- the conversation --------------------------------------------------------------------

@@ -38,6 +38,10 @@ async def test_callee_hears_our_prompt_and_hangup_mid_prompt_is_handled(baresip,
     assert report.prompts == ["q.identity"] and 7 < report.talk_seconds < 12
     assert report.outcome is Outcome.UNREACHED and report.digits == ""
     assert report.recording is not None and report.recording.exists()
+    # ~9 s of the phone's microphone (50 packets a second) came in without a gap; ours went out
+    media = report.media_stats
+    assert media["packets_received"] > 300 and media["frames_lost"] == 0, media
+    assert media["packets_sent"] > 300, media
     await asyncio.to_thread(phone.wait_event, "CALL_CLOSED", 5)
     await asyncio.sleep(0.5)
     heard = read_wav(phone.heard()[-1])
