@@ -69,3 +69,44 @@ class CircuitBreaker:
     def _to(self, state: BreakerState) -> None:
         self.state = state
         self.history.append(state.value)
+
+
+@dataclass
+class MediaGuard:
+    """Holds new calls while this process's media loop falls behind its 20 ms grid.
+
+    A host too slow or too busy for the calls it carries sends every call's audio late at once, and
+    each new call makes it worse. :meth:`observe` is fed the media clock's counters at each dialer poll:
+    when more than ``max_late_share`` of the prompt frames sent since the last judgement left
+    ``late_ms`` or more behind their slot, the dialer starts no new call. Calls in progress go on; as
+    they end the load falls, and claiming resumes at the first judgement that finds the frames on time.
+    A judgement needs ``min_frames`` frames (a few calls' worth of one poll), so a lone late frame
+    among a handful of calls decides nothing; with no prompt playing there is nothing to hold.
+
+    Pure (fed counters, no clock of its own), so it is tested without a loop.
+    """
+
+    late_ms: int = 40
+    max_late_share: float = 0.01
+    min_frames: int = 500
+    overloaded: bool = False
+    episodes: int = 0  # times it went from on time to overloaded
+    _frames: int = 0
+    _late: int = 0
+
+    def observe(self, frames: int, late: int, playing: int) -> bool:
+        """``frames``: prompt frames the clock sent so far, ``late``: how many of them ``late_ms`` or more
+        behind; ``playing``: prompts playing now. Returns whether new calls are held."""
+        if frames < self._frames or late < self._late:  # the clock's counters were reset
+            self._frames, self._late = frames, late
+        if playing == 0:
+            self.overloaded = False
+            self._frames, self._late = frames, late
+            return False
+        sent = frames - self._frames
+        if sent >= self.min_frames:
+            was = self.overloaded
+            self.overloaded = late - self._late > self.max_late_share * sent
+            self.episodes += self.overloaded and not was
+            self._frames, self._late = frames, late
+        return self.overloaded

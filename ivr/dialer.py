@@ -5,7 +5,8 @@ SKIP LOCKED`` on PostgreSQL), so two workers never call the same elder; call win
 queue's business. Per trunk a :class:`~ivr.breaker.CircuitBreaker` stops dialling after N
 consecutive trunk failures (5xx/408/timeouts), alerts staff once through the outbox, sends those
 items back as ``Failure.TRUNK`` (never "the elder did not answer") and probes again after the
-cool-down. Leases are extended while a call lasts. ``stop()``: no new claims, calls in progress
+cool-down. A :class:`~ivr.breaker.MediaGuard` starts no new call while this process's media loop
+falls behind its 20 ms grid (more calls than the host can carry). Leases are extended while a call lasts. ``stop()``: no new claims, calls in progress
 finish (or end politely after ``grace_s``), claimed-but-unstarted items go back to the queue.
 
 A finished call is written to the local spool (``ivr.spool``, fsynced) before the database, then
@@ -34,10 +35,11 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dialogs.engine import DialogEngine
-from ivr.breaker import CircuitBreaker
+from ivr.breaker import CircuitBreaker, MediaGuard
 from ivr.call import CallReport, Observer
 from ivr.conversation import CheckInConversation, ContactConversation, Conversation, context_for
 from ivr.dialplan import DialPlan
+from ivr.media.clock import MediaClock
 from ivr.persist import Settled, record_call
 from ivr.sip import CallResult
 from ivr.spool import OutcomeSpool, SpooledCall
@@ -76,6 +78,9 @@ class DialerConfig:
     db_retry_cap_s: float = 5.0
     spool_dir: Path | None = None  # None: no local spool (a call is lost if the database is away)
     lease_margin: timedelta = timedelta(seconds=30)  # do not start a call whose lease is about to end
+    # No new call while more than this share of the prompt frames sent since the last look left 40 ms or
+    # more behind their slot (the host cannot carry more calls; see ivr.breaker.MediaGuard). 0: off.
+    media_max_late_share: float = 0.01
 
 
 class CallPlacer(Protocol):
@@ -99,6 +104,9 @@ class DialerMetrics:
         self.trunk_failures = Counter("tanfang_trunk_failures_total", "Calls failed by our trunk", registry=reg)
         self.breaker_open = Gauge("tanfang_trunk_breaker_open", "1 while the trunk circuit breaker is open",
                                   registry=reg)
+        self.media_overloaded = Gauge("tanfang_dialer_media_overloaded",
+                                      "1 while new calls are held because the media loop falls behind",
+                                      registry=reg)
 
 
 @dataclass
@@ -142,6 +150,7 @@ class Dialer:
         self.now = now
         self.monotonic = monotonic
         self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_cooldown_s)
+        self.media_guard = MediaGuard(max_late_share=config.media_max_late_share) if config.media_max_late_share > 0 else None
         self.stats = DialerStats()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
@@ -165,6 +174,8 @@ class Dialer:
             allowed = self.breaker.allowed(self.monotonic())
             self.metrics.breaker_open.set(0 if allowed else 1)
             want = free if allowed < 0 else min(free, allowed)
+            if self._media_overloaded():
+                want = 0
             if want > 0:
                 try:
                     claimed = await asyncio.to_thread(self._queue.claim, self.config.worker, want,
@@ -187,6 +198,23 @@ class Dialer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
         await self._drain()
+
+    def _media_overloaded(self) -> bool:
+        """Whether this loop's media clock falls behind (then no new call starts; see MediaGuard)."""
+        guard = self.media_guard
+        if guard is None:
+            return False
+        clock = MediaClock.for_loop()
+        was = guard.overloaded
+        held = guard.observe(clock.frames, clock.frames_later_than(guard.late_ms), clock.active)
+        if held and not was:
+            log.warning("media loop falling behind (%d calls): no new calls until it keeps time", self.active,
+                        extra={"action": "dialer_media_overloaded", "worker": self.config.worker})
+        elif was and not held:
+            log.info("media loop keeps time again (%d calls): dialling resumes", self.active,
+                     extra={"action": "dialer_media_recovered", "worker": self.config.worker})
+        self.metrics.media_overloaded.set(1 if held else 0)
+        return held
 
     def _on_done(self, task: asyncio.Task[None]) -> None:
         for cid, t in list(self._tasks.items()):
@@ -391,4 +419,5 @@ class Dialer:
 
     def status(self) -> dict[str, Any]:
         return {"worker": self.config.worker, "active": self.active, "breaker": self.breaker.state.value,
-                "calls": self.stats.calls, "trunk_failures": self.stats.trunk_failures}
+                "calls": self.stats.calls, "trunk_failures": self.stats.trunk_failures,
+                "media_overloaded": self.media_guard is not None and self.media_guard.overloaded}

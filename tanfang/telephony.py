@@ -155,8 +155,9 @@ def mount_dialer(app: web.Application, ctx: Context, *, plan: DialPlan | None = 
         st = d.status()
         open_ = st["breaker"] != "closed"
         keypad_only = not all(models.available(loc) for loc in models.paths)
-        detail = (f"线路{'故障，已暂停拨号' if open_ else '正常'}；通话中 {st['active']} 路。{asr}")
-        return HealthResult(not open_, detail, degraded=keypad_only)
+        busy = "本机语音处理跟不上，暂停新呼叫，现有通话结束后自动恢复；" if st["media_overloaded"] else ""
+        detail = (f"线路{'故障，已暂停拨号' if open_ else '正常'}；通话中 {st['active']} 路。{busy}{asr}")
+        return HealthResult(not open_, detail, degraded=keypad_only or st["media_overloaded"])
 
     app.cleanup_ctx.append(run)
     add_health_check(app, "dialer", health)

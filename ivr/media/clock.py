@@ -198,6 +198,10 @@ class MediaClock:
         return ClockStats(self.ticks, self.frames, self.resyncs, self.active, self.max_lateness_s, list(self._hist),
                           self.busy_s, self.max_tick_s, self.cpu_s)
 
+    def frames_later_than(self, ms: int) -> int:
+        """Frames sent ``ms`` or more behind their slot (since the last :meth:`reset_stats`)."""
+        return sum(self._hist[max(0, min(ms, HIST_MS - 1)):])
+
     def reset_stats(self) -> None:
         self.ticks = self.frames = self.resyncs = 0
         self.max_lateness_s = self.busy_s = self.cpu_s = self.max_tick_s = 0.0

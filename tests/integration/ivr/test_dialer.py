@@ -5,16 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dialogs.engine import DialogEngine
+from ivr.breaker import MediaGuard
 from ivr.call import CallRunner, RunnerConfig
 from ivr.dialer import Dialer, DialerConfig
 from ivr.dialplan import DialPlan
+from ivr.media.clock import MediaClock
+from ivr.media.rtp import RtpSession
 from ivr.sip import UserAgent
 from scheduler.config import load_policy
 from scheduler.queue import Queue, RequestKind
@@ -189,3 +195,69 @@ async def test_trunk_503_opens_the_breaker_and_alerts_once(db, sip_ua, prompt_ca
 
 def recorded(path: str) -> bool:
     return os.path.exists(path)
+
+
+class _Sink(asyncio.DatagramProtocol):
+    """Where the other calls' RTP goes (a UDP socket on 127.0.0.1 that reads and forgets)."""
+
+
+async def test_dialer_holds_new_calls_while_the_media_loop_falls_behind(db, baresip, sip_ua, prompt_cache,
+                                                                       dialog_engine, vault: Vault,
+                                                                       tmp_path: Path) -> None:
+    """Five prompts play on this loop while it stalls 60 ms every 100 ms (a host that cannot keep up): the
+    dialer claims nothing, says so in its status and metric; once the loop keeps time it dials again."""
+    busy = baresip(reject_incoming=True, user=NUMBER)
+    [elder] = make_world(db, vault, [NUMBER])
+    [cid] = request(db, [elder])
+    loop = asyncio.get_running_loop()
+    sink, _ = await loop.create_datagram_endpoint(_Sink, local_addr=("127.0.0.1", 0), family=socket.AF_INET)
+    sessions = [await RtpSession.open("127.0.0.1") for _ in range(5)]
+    for rtp in sessions:
+        rtp.set_remote(sink.get_extra_info("sockname"), 0, 101)
+    tone = (np.sin(2 * np.pi * 440 * np.arange(8000 * 30) / 8000) * 8000).astype("<i2").tobytes()
+    plays = [asyncio.create_task(rtp.play(tone)) for rtp in sessions]
+    stalling = True
+
+    async def stall() -> None:
+        while stalling:
+            await asyncio.sleep(0.04)
+            time.sleep(0.06)  # noqa: ASYNC251 - the point: the whole loop stops, as on an overloaded host
+
+    staller = asyncio.create_task(stall())
+    clock = MediaClock.for_loop()
+    dialer = make_dialer(db, sip_ua, prompt_cache, dialog_engine, vault,
+                         f"sip:{{number}}@127.0.0.1:{busy.sip_port}", tmp_path)
+    dialer.media_guard = MediaGuard(min_frames=100)  # five prompts send 250 frames a second
+    try:
+        for _ in range(50):  # the clock has judged-worthy figures before the dialer's first look
+            if clock.frames_later_than(40) >= 10 and clock.frames >= 200:
+                break
+            await asyncio.sleep(0.1)
+        task = asyncio.create_task(dialer.run())
+        await asyncio.sleep(2.0)  # ten polls
+        assert dialer.status()["media_overloaded"] is True
+        assert dialer.metrics.media_overloaded._value.get() == 1
+        row = checkin(db, cid)
+        assert row.status is CheckInStatus.DUE and row.attempts == 0 and row.lease_owner is None
+        assert dialer.stats.calls == 0 and dialer.media_guard.episodes == 1
+    finally:
+        stalling = False
+        await staller
+        for rtp in sessions:
+            await rtp.close()
+        await asyncio.gather(*plays, return_exceptions=True)
+        sink.close()
+    # the loop keeps time and no other prompt plays: the held check-in is dialled (and meets the busy phone)
+    try:
+        for _ in range(300):
+            if dialer.stats.settled:
+                break
+            await asyncio.sleep(0.1)
+        assert dialer.status()["media_overloaded"] is False
+        assert dialer.metrics.media_overloaded._value.get() == 0
+    finally:
+        await dialer.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 60)
+    row = checkin(db, cid)
+    assert row.status is CheckInStatus.RETRY_WAIT and row.attempts == 1

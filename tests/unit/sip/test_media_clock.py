@@ -261,6 +261,11 @@ async def test_a_starved_loop_catches_up_in_bounded_bursts_without_dropping_audi
     stats = clock.snapshot()
     assert stats.resyncs >= 1
     assert stats.max_lateness_s >= 0.25
+    # what the dialer's MediaGuard reads: every frame counts at 0 ms, the starved ones at 40 ms and more
+    assert clock.frames_later_than(0) == stats.frames == 150
+    assert clock.frames_later_than(40) >= 3
+    assert clock.frames_later_than(250) >= 3  # at least one frame per prompt waited out the 300 ms stall
+    assert clock.frames_later_than(5000) == clock.frames_later_than(999)  # past the histogram: its last bucket
     for p in group:
         assert len(p.far.packets) == 50  # every frame still sent, in order
         assert b"".join(pcm for pcm, _ in p.tee.sent) == prompt
