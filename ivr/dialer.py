@@ -6,8 +6,9 @@ queue's business. Per trunk a :class:`~ivr.breaker.CircuitBreaker` stops diallin
 consecutive trunk failures (5xx/408/timeouts), alerts staff once through the outbox, sends those
 items back as ``Failure.TRUNK`` (never "the elder did not answer") and probes again after the
 cool-down. A :class:`~ivr.breaker.MediaGuard` starts no new call while this process's media loop
-falls behind its 20 ms grid (more calls than the host can carry). Leases are extended while a call lasts. ``stop()``: no new claims, calls in progress
-finish (or end politely after ``grace_s``), claimed-but-unstarted items go back to the queue.
+falls behind its 20 ms grid (more calls than the host can carry). Leases are extended while a call
+lasts. ``stop()``: no new claims, calls in progress finish (or end politely after ``grace_s``),
+claimed-but-unstarted items go back to the queue.
 
 A finished call is written to the local spool (``ivr.spool``, fsynced) before the database, then
 stored and settled in one transaction (``ivr.persist.record_call``), retrying transient database
@@ -150,7 +151,8 @@ class Dialer:
         self.now = now
         self.monotonic = monotonic
         self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_cooldown_s)
-        self.media_guard = MediaGuard(max_late_share=config.media_max_late_share) if config.media_max_late_share > 0 else None
+        share = config.media_max_late_share
+        self.media_guard = MediaGuard(max_late_share=share) if share > 0 else None
         self.stats = DialerStats()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
