@@ -38,8 +38,9 @@ def servers(db_url: str, engine: Engine) -> Iterator[tuple[list[str], WechatServ
     procs, urls = [], []
     for _ in range(2):
         p = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.bot.callback_proc", "--db-url", db_url, "--secret", secret,
-             "--token", token, "--aes-key", aes, "--appid", APPID],
+            # name=value: a generated secret may begin with "-", which argparse would take for an option
+            [sys.executable, "-m", "tests.integration.bot.callback_proc", f"--db-url={db_url}", f"--secret={secret}",
+             f"--token={token}", f"--aes-key={aes}", f"--appid={APPID}"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
