@@ -1,7 +1,11 @@
-"""Per-trunk circuit breaker: N consecutive trunk failures open it; after a cool-down one probe call
-is let through (half-open); its success closes the breaker, its failure opens it again.
+"""What stops the dialer from starting calls.
 
-Pure and clock-injected (``now`` is a monotonic float), so it is tested without sleeping.
+:class:`CircuitBreaker` (per trunk): N consecutive trunk failures open it; after a cool-down one probe
+call is let through (half-open); its success closes the breaker, its failure opens it again.
+:class:`MediaGuard` (per process): no new call while the media loop falls behind its 20 ms grid.
+
+Both are pure (the breaker is given ``now``, a monotonic float; the guard the media clock's counters),
+so they are tested without sleeping or a loop.
 """
 
 from __future__ import annotations
@@ -82,8 +86,6 @@ class MediaGuard:
     they end the load falls, and claiming resumes at the first judgement that finds the frames on time.
     A judgement needs ``min_frames`` frames (a few calls' worth of one poll), so a lone late frame
     among a handful of calls decides nothing; with no prompt playing there is nothing to hold.
-
-    Pure (fed counters, no clock of its own), so it is tested without a loop.
     """
 
     late_ms: int = 40

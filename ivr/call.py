@@ -130,10 +130,14 @@ class CallReport:
     stopped_early: bool = False  # ended by a shutdown before the dialog finished
     turn_latencies: list[tuple[float, float]] = field(default_factory=list)  # speech: (from VAD end, from last voice)
     turns: list[TurnTiming] = field(default_factory=list)  # every answer → next prompt's first packet
-    max_send_lateness_ms: int = 0
-    media_stats: dict[str, int] = field(default_factory=dict)  # RtpSession.stats: packets, frames lost …
+    media_stats: dict[str, int] = field(default_factory=dict)  # RtpSession.stats: packets, frames lost, lateness
     prompts: list[str] = field(default_factory=list)
     dialog: Any = None  # the conversation's typed result (dialogs.result.DialogResult) for triage
+
+    @property
+    def max_send_lateness_ms(self) -> int:
+        """How late (ms) the latest prompt frame of the call left its 20 ms slot."""
+        return self.media_stats.get("max_send_lateness_ms", 0)
 
     @property
     def answered(self) -> bool:
@@ -290,7 +294,6 @@ class CallRunner:
             report.ring_seconds = call.ring_duration_s
             report.talk_seconds = call.talk_duration_s
             report.ended_at = self.now()
-            report.max_send_lateness_ms = round(call.media.max_send_lateness_s * 1000)
             report.media_stats = call.media.stats
         return report
 

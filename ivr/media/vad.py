@@ -74,10 +74,8 @@ def spectral_flatness(frame: Int16Array) -> float:
     return float(np.exp(np.mean(np.log(band))) / np.mean(band))
 
 
-def frame_dbfs(frame: Int16Array, energy: float | None = None) -> float:
-    """Level of ``frame``; ``energy``: its ``frame_energy`` when the caller has it already."""
-    ms = (frame_energy(frame) if energy is None else energy) / max(len(frame), 1)
-    return energy_dbfs(ms)
+def frame_dbfs(frame: Int16Array) -> float:
+    return energy_dbfs(frame_energy(frame) / max(len(frame), 1))
 
 
 def energy_dbfs(mean_square: float) -> float:
