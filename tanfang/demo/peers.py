@@ -250,12 +250,20 @@ snd_path {self.rec_dir}
                     if msg.get("event"):
                         self.events.append(msg)
                         if self.reject_incoming and msg.get("type") == "CALL_INCOMING":
-                            threading.Thread(target=self.command, args=("hangup",), daemon=True).start()
+                            threading.Thread(target=self._reject, daemon=True).start()
                     elif msg.get("response"):
                         self._responses[str(msg.get("token"))] = msg
                     self._cond.notify_all()
                 if msg.get("event") and self.on_event is not None:
                     self.on_event(msg)
+
+    def _reject(self) -> None:
+        """Busy: hang the incoming call up (baresip answers 486), off the reader thread. The phone may be
+        stopped before baresip replies (a test that saw the 486 is done): no reply is then no error."""
+        if self._sock is None:
+            return
+        with contextlib.suppress(TimeoutError, OSError):
+            self.command("hangup")
 
     def command(self, cmd: str, params: str = "", timeout_s: float = 5.0) -> dict[str, object]:
         """Run a baresip menu command (``dial``, ``hangup``, ``accept``, ``sndcode``…) and return its reply."""
